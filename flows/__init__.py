@@ -1,0 +1,1 @@
+"""textmill orchestration: the Prefect flow, shard tasks, caching, CLI and reports."""

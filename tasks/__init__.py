@@ -1,0 +1,1 @@
+"""textmill steps: pure Python, no Prefect. See docs/architecture.md."""

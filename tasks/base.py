@@ -1,0 +1,141 @@
+"""The step plugin contract: three small base classes, one per kind of step.
+
+A step knows nothing of Prefect, caching or sharding; the orchestrator in `flows/` owns those.
+Each concrete step implements one narrow method (or three, for corpus-wide steps).
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from abc import ABC, abstractmethod
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import Any, ClassVar, Literal
+
+from pydantic import BaseModel, ConfigDict
+
+from tasks.document import Document, Provenance
+
+Scope = Literal["document", "corpus", "sink"]
+
+
+class ConfigError(ValueError):
+    """A configuration mistake: permanent, never retried, reported before any work starts."""
+
+
+class StepOptions(BaseModel):
+    """Base for a step's options: unknown keys are errors, values are immutable."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Step(ABC):
+    """What every step has: a name, a version, validated options and a fingerprint.
+
+    Bump `version` whenever a change to the code changes results: the fingerprint includes it,
+    so cached results of the old version are not reused.
+    """
+
+    name: ClassVar[str]
+    version: ClassVar[str]
+    scope: ClassVar[Scope]
+    Options: ClassVar[type[StepOptions]] = StepOptions
+
+    def __init__(self, options: StepOptions | None = None, config_dir: Path | None = None) -> None:
+        self.options = options if options is not None else self.Options()
+        self.config_dir = config_dir if config_dir is not None else Path.cwd()
+
+    def setup(self) -> None:
+        """Load models or rule files; called once per worker process before the first batch."""
+
+    def fingerprint_extra(self) -> dict[str, Any]:
+        """Anything beyond options that changes results (e.g. the contents of a rules file)."""
+        return {}
+
+    def options_hash(self) -> str:
+        """A short digest of the options, recorded in provenance."""
+        return hashlib.sha256(self.options.model_dump_json().encode()).hexdigest()[:12]
+
+    def fingerprint(self) -> str:
+        """Digest of everything that determines this step's output for a given input."""
+        payload = json.dumps(
+            {
+                "name": self.name,
+                "version": self.version,
+                "options": self.options.model_dump(mode="json"),
+                "extra": self.fingerprint_extra(),
+            },
+            sort_keys=True,
+        )
+        return hashlib.sha256(payload.encode()).hexdigest()
+
+    def provenance(self, note: str | None = None) -> Provenance:
+        """The provenance entry this step adds to a record it touched."""
+        return Provenance(step=self.name, version=self.version, options=self.options_hash(), note=note)
+
+    def stamp(self, doc: Document, note: str | None = None, **changes: Any) -> Document:
+        """Return `doc` with `changes` applied and this step's provenance appended."""
+        return doc.evolve(steps=doc.steps + (self.provenance(note),), **changes)
+
+    def accepts(self, doc: Document) -> bool:
+        """Whether this step works on `doc`; others pass through untouched."""
+        return doc.active
+
+
+class DocumentStep(Step):
+    """A step whose result for a document depends on that document alone."""
+
+    scope: ClassVar[Scope] = "document"
+
+    @abstractmethod
+    def process(self, docs: list[Document]) -> list[Document]:
+        """Return one output document per input document, in the same order."""
+
+
+class CorpusStep(Step):
+    """A step whose result depends on the whole corpus (clustering, corpus-wide names).
+
+    It runs in three phases so that the expensive part stays per-document and cacheable:
+    `summarize` (per document, cached), `build_index` (once, over all summaries, cheap),
+    then `decide` + `apply` (per document, from the index).
+    """
+
+    scope: ClassVar[Scope] = "corpus"
+
+    @abstractmethod
+    def summarize(self, docs: list[Document]) -> list[dict[str, Any]]:
+        """Return one small JSON-able summary per document, in the same order."""
+
+    @abstractmethod
+    def build_index(self, summaries: Iterable[tuple[str, dict[str, Any]]]) -> dict[str, Any]:
+        """Build the corpus-wide index from `(document id, summary)` pairs; JSON-able."""
+
+    @abstractmethod
+    def decide(self, index: dict[str, Any], doc_id: str, summary: dict[str, Any]) -> dict[str, Any]:
+        """Return this document's share of the index: all `apply` needs, JSON-able and small."""
+
+    @abstractmethod
+    def apply(self, doc: Document, summary: dict[str, Any], decision: dict[str, Any]) -> Document:
+        """Return the document with the decision applied."""
+
+
+class PublishReport(BaseModel):
+    """What a sink wrote: file names and document counts."""
+
+    files: list[str]
+    documents: int
+    entities: int
+
+
+class SinkStep(Step):
+    """The last step: writes every record, of every status, to its stores."""
+
+    scope: ClassVar[Scope] = "sink"
+
+    def accepts(self, doc: Document) -> bool:
+        """Sinks publish every record, rejected and duplicate ones included."""
+        return True
+
+    @abstractmethod
+    def publish(self, docs: Iterator[Document], out_dir: Path) -> PublishReport:
+        """Write `docs` (sorted by id) under `out_dir`; atomic and idempotent."""

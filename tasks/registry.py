@@ -1,0 +1,62 @@
+"""Find steps through the `textmill.steps` entry-point group, built-in and third-party alike."""
+from __future__ import annotations
+
+from importlib.metadata import entry_points
+from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError
+
+from tasks.base import ConfigError, Step
+
+ENTRY_POINT_GROUP = "textmill.steps"
+
+
+def load_registry() -> dict[str, type[Step]]:
+    """Return every installed step class by name. Loading is explicit, never an import side effect."""
+    registry: dict[str, type[Step]] = {}
+    for ep in entry_points(group=ENTRY_POINT_GROUP):
+        cls = ep.load()
+        if not (isinstance(cls, type) and issubclass(cls, Step)):
+            raise ConfigError(f"entry point {ep.name!r} ({ep.value}) is not a textmill Step class")
+        if cls.name != ep.name:
+            raise ConfigError(f"entry point {ep.name!r} loads a step named {cls.name!r}; the names must match")
+        registry[ep.name] = cls
+    return registry
+
+
+def build_step(
+    name: str, raw_options: dict[str, Any], registry: dict[str, type[Step]], config_dir: Path
+) -> Step:
+    """Instantiate step `name` with validated options, or raise a ConfigError naming the choices."""
+    if name not in registry:
+        known = ", ".join(sorted(registry)) or "none"
+        raise ConfigError(f"unknown step {name!r}; installed steps: {known}")
+    cls = registry[name]
+    try:
+        options = cls.Options.model_validate(raw_options)
+    except ValidationError as exc:
+        raise ConfigError(f"[steps.{name}] {describe_validation_error(exc, cls)}") from None
+    return cls(options, config_dir=config_dir)
+
+
+def describe_validation_error(exc: ValidationError, cls: type[Step]) -> str:
+    """One line per problem, each naming the valid choices."""
+    fields = cls.Options.model_fields
+    lines = []
+    for err in exc.errors():
+        loc = ".".join(str(p) for p in err["loc"])
+        if err["type"] == "extra_forbidden":
+            lines.append(f"unknown option {loc!r}; valid options: {', '.join(fields) or 'none'}")
+        else:
+            lines.append(f"option {loc!r}: {err['msg']} (got {err.get('input')!r})")
+    return "; ".join(lines)
+
+
+def describe_options(cls: type[Step]) -> list[tuple[str, str, str, str]]:
+    """`(option, type, default, description)` rows for `textmill steps`."""
+    rows = []
+    for fname, info in cls.Options.model_fields.items():
+        annotation = getattr(info.annotation, "__name__", None) or str(info.annotation)
+        rows.append((fname, annotation.replace("typing.", ""), repr(info.default), info.description or ""))
+    return rows
