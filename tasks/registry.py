@@ -12,23 +12,40 @@ from tasks.base import ConfigError, Step
 ENTRY_POINT_GROUP = "textmill.steps"
 
 
-def load_registry() -> dict[str, type[Step]]:
+class Registry(dict[str, type[Step]]):
+    """Installed steps by name, plus the plugins that failed to load and why.
+
+    A broken plugin is an error only for a pipeline that uses it, so one bad third-party
+    package cannot stop every other pipeline.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.broken: dict[str, str] = {}
+
+
+def load_registry() -> Registry:
     """Return every installed step class by name. Loading is explicit, never an import side effect."""
-    registry: dict[str, type[Step]] = {}
+    registry = Registry()
     for ep in entry_points(group=ENTRY_POINT_GROUP):
-        cls = ep.load()
+        try:
+            cls = ep.load()
+        except Exception as exc:  # noqa: BLE001 - reported when the step is used
+            registry.broken[ep.name] = f"{ep.value} failed to load: {type(exc).__name__}: {exc}"
+            continue
         if not (isinstance(cls, type) and issubclass(cls, Step)):
-            raise ConfigError(f"entry point {ep.name!r} ({ep.value}) is not a textmill Step class")
-        if cls.name != ep.name:
-            raise ConfigError(f"entry point {ep.name!r} loads a step named {cls.name!r}; the names must match")
-        registry[ep.name] = cls
+            registry.broken[ep.name] = f"{ep.value} is not a textmill Step class"
+        elif cls.name != ep.name:
+            registry.broken[ep.name] = f"{ep.value} is a step named {cls.name!r}; the names must match"
+        else:
+            registry[ep.name] = cls
     return registry
 
 
-def build_step(
-    name: str, raw_options: dict[str, Any], registry: dict[str, type[Step]], config_dir: Path
-) -> Step:
+def build_step(name: str, raw_options: dict[str, Any], registry: Registry, config_dir: Path) -> Step:
     """Instantiate step `name` with validated options, or raise a ConfigError naming the choices."""
+    if name in registry.broken:
+        raise ConfigError(f"step {name!r} is installed but unusable: {registry.broken[name]}")
     if name not in registry:
         known = ", ".join(sorted(registry)) or "none"
         raise ConfigError(f"unknown step {name!r}; installed steps: {known}")

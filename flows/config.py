@@ -1,0 +1,135 @@
+"""Load and validate `pipeline.toml`: which steps run, in which order, with which options.
+
+Every mistake is found here, before any work starts, and reported as a ConfigError that
+names the valid choices.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import tomllib
+from dataclasses import dataclass
+from importlib.resources import files
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from tasks.base import ConfigError, SinkStep, Step
+from tasks.registry import build_step, load_registry
+
+DEFAULT_CONFIG = Path("config") / "pipeline.toml"
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class PipelineSection(Section):
+    steps: list[str] = Field(min_length=1, description="Steps in the order they run; the sink last.")
+
+
+class InputSection(Section):
+    max_bytes: int = Field(10_000_000, gt=0, description="Larger files are rejected, not read.")
+
+
+class RunSection(Section):
+    shard_size: int = Field(500, gt=0, description="Target documents per shard task.")
+    workers: int = Field(default_factory=lambda: os.cpu_count() or 1, gt=0, description="Thread pool size.")
+    retries: int = Field(3, ge=0, description="Retries of a task after a transient failure.")
+    retry_delay_seconds: float = Field(1.0, ge=0, description="First retry delay; doubles each retry.")
+    retry_jitter_factor: float = Field(0.5, ge=0, description="Random spread added to each delay.")
+
+
+class ConfigFile(Section):
+    pipeline: PipelineSection
+    input: InputSection = InputSection()
+    run: RunSection = RunSection()
+    steps: dict[str, dict[str, Any]] = {}
+
+
+@dataclass(frozen=True)
+class StepSpec:
+    """What a worker needs to rebuild a step: small and picklable, unlike a loaded model."""
+
+    name: str
+    scope: str
+    version: str
+    fingerprint: str
+    options: dict[str, Any]
+    config_dir: str
+
+
+@dataclass(frozen=True)
+class PipelineConfig:
+    path: Path
+    digest: str
+    input: InputSection
+    run: RunSection
+    steps: tuple[StepSpec, ...]
+
+
+def resolve_config_path(path: str | Path | None) -> Path:
+    """An explicit path, else `config/pipeline.toml` in the working folder, else the packaged default."""
+    if path is not None:
+        return Path(path)
+    if DEFAULT_CONFIG.exists():
+        return DEFAULT_CONFIG
+    return Path(str(files("textmill_config") / "pipeline.toml"))
+
+
+def load_config(path: str | Path | None = None) -> PipelineConfig:
+    """Read, validate and build every configured step (which also validates its options)."""
+    cfg_path = resolve_config_path(path)
+    try:
+        raw_bytes = cfg_path.read_bytes()
+    except OSError as exc:
+        raise ConfigError(f"cannot read config {cfg_path}: {exc.strerror or exc}") from None
+    try:
+        raw = tomllib.loads(raw_bytes.decode("utf-8"))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{cfg_path}: invalid TOML: {exc}") from None
+    try:
+        parsed = ConfigFile.model_validate(raw)
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+        raise ConfigError(f"{cfg_path}: {problems}") from None
+
+    registry = load_registry()
+    config_dir = cfg_path.resolve().parent
+    for name in parsed.steps:
+        if name not in registry and name not in registry.broken:
+            raise ConfigError(
+                f"{cfg_path}: [steps.{name}] configures an unknown step; installed: {', '.join(sorted(registry))}"
+            )
+    steps = [build_step(name, parsed.steps.get(name, {}), registry, config_dir) for name in parsed.pipeline.steps]
+    check_order(steps, cfg_path)
+    return PipelineConfig(
+        path=cfg_path,
+        digest=hashlib.sha256(raw_bytes).hexdigest(),
+        input=parsed.input,
+        run=parsed.run,
+        steps=tuple(spec_of(step) for step in steps),
+    )
+
+
+def check_order(steps: list[Step], cfg_path: Path) -> None:
+    """Each step at most once; a sink, if any, only last."""
+    names = [s.name for s in steps]
+    repeated = sorted({n for n in names if names.count(n) > 1})
+    if repeated:
+        raise ConfigError(f"{cfg_path}: pipeline.steps lists {', '.join(repeated)} more than once")
+    for step in steps[:-1]:
+        if isinstance(step, SinkStep):
+            raise ConfigError(f"{cfg_path}: the sink step {step.name!r} must be the last step")
+
+
+def spec_of(step: Step) -> StepSpec:
+    return StepSpec(
+        name=step.name,
+        scope=step.scope,
+        version=step.version,
+        fingerprint=step.fingerprint(),
+        options=step.options.model_dump(mode="json"),
+        config_dir=str(step.config_dir),
+    )

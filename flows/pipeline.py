@@ -1,0 +1,256 @@
+"""The Prefect flow: discover, shard, run each configured step, publish, report.
+
+Thin by design: the work is in `flows/shard.py` (pure Python) and `tasks/` (the steps).
+Here we only decide what runs where, with which cache key and retry policy, and we always
+resolve every future so that a failed shard fails the run.
+"""
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+from prefect import flow, get_run_logger, task
+from prefect.artifacts import create_markdown_artifact, create_table_artifact
+from prefect.cache_policies import CacheKeyFnPolicy
+from prefect.context import TaskRunContext
+from prefect.futures import PrefectFuture, as_completed
+from prefect.runtime import flow_run
+from prefect.task_runners import ThreadPoolTaskRunner
+from prefect.tasks import exponential_backoff
+
+from flows import shard
+from flows.config import PipelineConfig, RunSection, StepSpec, load_config
+from flows.keys import digest, digest_lines, shard_count, shard_of
+from flows.progress import listener
+from flows.report import StageStats, build_manifest, steps_table, summary_markdown, write_manifest
+from flows.retry import retry_transient
+from flows.shard import DocRef, Paths, ShardResult
+from tasks.read import SourceFile, discover
+
+
+def cache_key(context: TaskRunContext, parameters: dict[str, Any]) -> str:
+    """Key a shard task by what determines its output: step fingerprint and member keys.
+
+    Document bodies never pass through here; lists of references are digested line by line.
+    """
+    parts = [context.task.name]
+    for name in sorted(parameters):
+        value = parameters[name]
+        if isinstance(value, list) and value and isinstance(value[0], DocRef):
+            parts.append(digest_lines(f"{r.id} {r.key} {r.status}" for r in value))
+        elif isinstance(value, list) and value and isinstance(value[0], SourceFile):
+            parts.append(digest_lines(f"{s.id} {s.sha256} {s.size}" for s in value))
+        elif isinstance(value, StepSpec):
+            parts.append(value.fingerprint)
+        else:
+            parts.append(digest(value))
+    return digest(parts)
+
+
+@task(name="discover", retries=2, retry_delay_seconds=1, retry_condition_fn=retry_transient)
+def discover_sources(corpus: str, out: str) -> list[SourceFile]:
+    """Find and hash every input file."""
+    root = Path(corpus)
+    if not root.is_dir():
+        raise NotADirectoryError(f"corpus folder not found: {corpus}")
+    return list(discover(root, exclude=Path(out)))
+
+
+@task(name="read")
+def read_task(paths: Paths, shard_no: int, sources: list[SourceFile], max_bytes: int) -> ShardResult:
+    """Read one shard's files into raw documents."""
+    return log_shard("read", shard_no, shard.read_shard(paths, sources, max_bytes))
+
+
+@task(name="document-step")
+def document_task(paths: Paths, step: StepSpec, shard_no: int, refs: list[DocRef]) -> ShardResult:
+    """Run a document-scope step over one shard."""
+    return log_shard(step.name, shard_no, shard.run_document_shard(paths, step, refs))
+
+
+@task(name="summarize")
+def summarize_task(paths: Paths, step: StepSpec, shard_no: int, refs: list[DocRef]) -> ShardResult:
+    """Per-document summaries for a corpus-scope step, over one shard."""
+    return log_shard(step.name, shard_no, shard.summarize_shard(paths, step, refs))
+
+
+@task(name="index")
+def index_task(paths: Paths, step: StepSpec, bundles: list[str]) -> str:
+    """Build a corpus-scope step's index over every shard's summaries."""
+    return shard.build_corpus_index(paths, step, bundles)
+
+
+@task(name="apply")
+def apply_task(
+    paths: Paths, step: StepSpec, shard_no: int, refs: list[DocRef], bundle: str, index: str
+) -> ShardResult:
+    """Apply a corpus-scope step's index to one shard."""
+    return shard.apply_shard(paths, step, refs, bundle, index)
+
+
+@task(name="publish")
+def publish_task(paths: Paths, step: StepSpec | None, refs: list[DocRef]) -> shard.PublishOutcome:
+    """Write the final records to the configured outputs."""
+    outcome = shard.publish_corpus(paths, step, refs)
+    get_run_logger().info(
+        "publish: %s documents, %s (%s)", len(refs), ", ".join(outcome.files) or "no files",
+        "unchanged" if outcome.cached else "written",
+    )
+    return outcome
+
+
+def log_shard(stage: str, shard_no: int, result: ShardResult) -> ShardResult:
+    get_run_logger().info(
+        "%s-%s: %s computed, %s cached, %s skipped", stage, shard_no, result.computed, result.cached, result.skipped
+    )
+    return result
+
+
+def run_name() -> str:
+    """Flow runs are named after the corpus folder, so the UI shows what each run processed."""
+    corpus = flow_run.parameters.get("corpus", "corpus")
+    return f"textmill-{Path(corpus).resolve().name}"
+
+
+@dataclass
+class Runner:
+    """Submits a stage's shard tasks with the run's cache and retry policy, and gathers them."""
+
+    paths: Paths
+    settings: RunSection
+    stages: dict[str, StageStats]
+
+    def configure(self, fn: Any, name: str, tag: str, cached: bool = True, **name_parts: str) -> Any:
+        options: dict[str, Any] = {
+            "task_run_name": name,
+            "tags": [f"step:{tag}"],
+            "retries": self.settings.retries,
+            "retry_delay_seconds": exponential_backoff(backoff_factor=self.settings.retry_delay_seconds),
+            "retry_jitter_factor": self.settings.retry_jitter_factor,
+            "retry_condition_fn": retry_transient,
+        }
+        if cached:
+            policy = CacheKeyFnPolicy(cache_key_fn=cache_key).configure(key_storage=self.paths.prefect_results)
+            options.update(cache_policy=policy, persist_result=True)
+        return fn.with_options(**options)
+
+    def map_shards(
+        self, stage: str, submit: Callable[[int], PrefectFuture], shards: Sequence[int], sizes: dict[int, int]
+    ) -> dict[int, ShardResult]:
+        """Submit one task per shard, report progress as they finish, resolve every future."""
+        progress = listener()
+        progress.start(stage, sum(sizes.values()))
+        started = time.perf_counter()
+        futures = {submit(n): n for n in shards}
+        results: dict[int, ShardResult] = {}
+        failures: list[BaseException] = []
+        for future in as_completed(list(futures)):
+            try:
+                result = future.result()
+            except BaseException as exc:  # noqa: BLE001 - gather all, then fail the run
+                failures.append(exc)
+                continue
+            if future.state.name == "Cached":
+                result = replace(result, computed=0, cached=result.computed + result.cached)
+            results[futures[future]] = result
+            progress.advance(stage, sizes[futures[future]])
+        progress.finish(stage)
+        if failures:
+            raise failures[0]
+        stats = self.stages.setdefault(stage, StageStats())
+        stats.computed += sum(r.computed for r in results.values())
+        stats.cached += sum(r.cached for r in results.values())
+        stats.skipped += sum(r.skipped for r in results.values())
+        stats.seconds += time.perf_counter() - started
+        return results
+
+
+@flow(name="textmill", flow_run_name=run_name, task_runner=ThreadPoolTaskRunner(max_workers=2))
+def textmill(corpus: str, out: str = "out", config: str | None = None) -> dict[str, Any]:
+    """Run the configured pipeline over `corpus`, publishing into `out`; returns the manifest."""
+    logger = get_run_logger()
+    cfg: PipelineConfig = load_config(config)
+    paths = Paths(corpus=str(Path(corpus).resolve()), out=str(Path(out).resolve()))
+    runner = Runner(paths, cfg.run, {})
+
+    sources = discover_sources(paths.corpus, paths.out)
+    count = shard_count(len(sources), cfg.run.shard_size)
+    members: dict[int, list[SourceFile]] = {}
+    for src in sources:
+        members.setdefault(shard_of(src.id, count), []).append(src)
+    shards = sorted(members)
+    logger.info("%s files in %s shards; steps: %s", len(sources), len(shards), ", ".join(s.name for s in cfg.steps))
+
+    read = runner.configure(read_task, "read-{shard_no}", "read")
+    results = runner.map_shards(
+        "read",
+        lambda n: read.submit(paths, n, members[n], cfg.input.max_bytes),
+        shards,
+        {n: len(members[n]) for n in shards},
+    )
+    refs = {n: r.refs for n, r in results.items()}
+
+    sink: StepSpec | None = None
+    for step in cfg.steps:
+        sizes = {n: len(refs[n]) for n in shards}
+        if step.scope == "document":
+            doc_task = runner.configure(document_task, f"{step.name}-{{shard_no}}", step.name)
+            results = runner.map_shards(step.name, lambda n: doc_task.submit(paths, step, n, refs[n]), shards, sizes)
+        elif step.scope == "corpus":
+            results = run_corpus_step(runner, step, shards, refs, sizes)
+        else:
+            sink = step
+            continue
+        refs = {n: r.refs for n, r in results.items()}
+        totals = runner.stages[step.name]
+        logger.info("%s: %s computed, %s cached, %s skipped", step.name, totals.computed, totals.cached, totals.skipped)
+
+    final = [ref for n in shards for ref in refs[n]]
+    started = time.perf_counter()
+    publish = runner.configure(publish_task, "publish", "publish", cached=False)
+    outcome = publish.submit(paths, sink, final).result()
+    if sink is not None:
+        runner.stages["publish"] = StageStats(
+            computed=outcome.computed, cached=outcome.cached, seconds=time.perf_counter() - started
+        )
+    manifest = build_manifest(
+        run_id=str(flow_run.id),
+        run_name=flow_run.name or run_name(),
+        corpus=paths.corpus,
+        config_path=str(cfg.path),
+        config_digest=cfg.digest,
+        files=len(sources),
+        step_versions={s.name: s.version for s in cfg.steps},
+        stages=runner.stages,
+        stats=outcome.stats,
+        outputs=[*outcome.files, "manifest.json"],
+    )
+    write_manifest(Path(paths.out), manifest)
+    create_markdown_artifact(key="textmill-summary", markdown=summary_markdown(manifest), description="Run summary")
+    create_table_artifact(key="textmill-steps", table=steps_table(manifest), description="Per-step work and cache use")
+    logger.info("done: %s", ", ".join(f"{v} {k}" for k, v in manifest["counts"].items()))
+    return manifest
+
+
+def run_corpus_step(
+    runner: Runner, step: StepSpec, shards: list[int], refs: dict[int, list[DocRef]], sizes: dict[int, int]
+) -> dict[int, ShardResult]:
+    """Summarize per shard, index once, apply per shard."""
+    paths = runner.paths
+    summarize = runner.configure(summarize_task, f"{step.name}-summarize-{{shard_no}}", step.name)
+    summaries = runner.map_shards(step.name, lambda n: summarize.submit(paths, step, n, refs[n]), shards, sizes)
+    bundles = {n: r.bundle or "" for n, r in summaries.items()}
+    index = runner.configure(index_task, f"{step.name}-index", step.name).submit(paths, step, sorted(bundles.values()))
+    index_path = index.result()
+    apply = runner.configure(apply_task, f"{step.name}-{{shard_no}}", step.name)
+    applied = runner.map_shards(
+        f"{step.name}:apply", lambda n: apply.submit(paths, step, n, refs[n], bundles[n], index_path), shards, sizes
+    )
+    apply_stats = runner.stages.pop(f"{step.name}:apply")
+    runner.stages[step.name].seconds += apply_stats.seconds
+    for n, result in applied.items():
+        summaries[n] = replace(summaries[n], refs=result.refs)
+    return summaries

@@ -1,0 +1,141 @@
+"""Run statistics, the manifest, and the Prefect artifacts that summarise a run."""
+from __future__ import annotations
+
+import json
+from collections import Counter
+from collections.abc import Iterable, Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from tasks.atomic import write_atomic
+from tasks.document import Document
+
+TOP_ENTITIES = 10
+
+
+@dataclass
+class StageStats:
+    """Per step: documents computed, served from cache, skipped (not for this step), seconds."""
+
+    computed: int = 0
+    cached: int = 0
+    skipped: int = 0
+    seconds: float = 0.0
+
+
+@dataclass
+class CorpusStats:
+    """Counts over the final records, gathered while they stream to the sinks."""
+
+    documents: int = 0
+    statuses: dict[str, int] = field(default_factory=dict)
+    rejected: dict[str, int] = field(default_factory=dict)
+    languages: dict[str, int] = field(default_factory=dict)
+    entities: int = 0
+    top_entities: list[tuple[str, str, int]] = field(default_factory=list)
+
+    @classmethod
+    def collect(cls, docs: Iterable[Document], into: list[CorpusStats]) -> Iterator[Document]:
+        """Pass `docs` through unchanged; when exhausted, append their statistics to `into`."""
+        statuses: Counter[str] = Counter()
+        rejected: Counter[str] = Counter()
+        languages: Counter[str] = Counter()
+        names: Counter[tuple[str, str]] = Counter()
+        total = entities = 0
+        for doc in docs:
+            total += 1
+            statuses[doc.status] += 1
+            if doc.status == "rejected":
+                rejected[rejection_kind(doc.reason)] += 1
+            elif doc.status == "ok":
+                languages[doc.lang or "none"] += 1
+            for ent in doc.entities:
+                names[(ent.canonical or ent.text, ent.label)] += 1
+            entities += len(doc.entities)
+            yield doc
+        top = sorted(names.items(), key=lambda kv: (-kv[1], kv[0]))[:TOP_ENTITIES]
+        into.append(
+            cls(
+                documents=total,
+                statuses=dict(sorted(statuses.items())),
+                rejected=dict(rejected.most_common()),
+                languages=dict(languages.most_common()),
+                entities=entities,
+                top_entities=[(name, label, count) for (name, label), count in top],
+            )
+        )
+
+
+def rejection_kind(reason: str | None) -> str:
+    """Group rejection reasons by their kind (the text before a colon) for the summary."""
+    return (reason or "unknown").split(":", 1)[0]
+
+
+def build_manifest(
+    *,
+    run_id: str,
+    run_name: str,
+    corpus: str,
+    config_path: str,
+    config_digest: str,
+    files: int,
+    step_versions: dict[str, str],
+    stages: dict[str, StageStats],
+    stats: CorpusStats,
+    outputs: list[str],
+) -> dict[str, Any]:
+    """The run record written to `manifest.json` (and returned by the flow)."""
+    read = stages.get("read", StageStats())
+    return {
+        "run_id": run_id,
+        "run_name": run_name,
+        "corpus": corpus,
+        "config": config_path,
+        "config_hash": config_digest,
+        "files": files,
+        "documents": stats.documents,
+        "counts": stats.statuses,
+        "rejected": stats.rejected,
+        "languages": stats.languages,
+        "entities": stats.entities,
+        "top_entities": [{"name": n, "label": l, "count": c} for n, l, c in stats.top_entities],
+        "step_versions": step_versions,
+        "read": asdict(read),
+        "steps": {name: asdict(s) for name, s in stages.items() if name != "read"},
+        "outputs": outputs,
+    }
+
+
+def write_manifest(out_dir: Path, manifest: dict[str, Any]) -> Path:
+    path = out_dir / "manifest.json"
+    write_atomic(path, (json.dumps(manifest, indent=2, sort_keys=True) + "\n").encode())
+    return path
+
+
+def summary_markdown(manifest: dict[str, Any]) -> str:
+    """The markdown artifact: counts, cache use per step, languages, top entities."""
+    counts = manifest["counts"]
+    lines = [
+        f"# textmill run `{manifest['run_name']}`",
+        "",
+        f"Corpus `{manifest['corpus']}`: {manifest['files']} files, {manifest['documents']} documents — "
+        + ", ".join(f"{counts.get(s, 0)} {s}" for s in ("ok", "duplicate", "rejected")),
+        "",
+        "| step | computed | cached | skipped | seconds |",
+        "|---|---:|---:|---:|---:|",
+    ]
+    for name, s in manifest["steps"].items():
+        lines.append(f"| {name} | {s['computed']} | {s['cached']} | {s['skipped']} | {s['seconds']:.2f} |")
+    if manifest["rejected"]:
+        lines += ["", "Rejected: " + ", ".join(f"{k} ({v})" for k, v in manifest["rejected"].items())]
+    if manifest["languages"]:
+        lines += ["", "Languages: " + ", ".join(f"{k} {v}" for k, v in manifest["languages"].items())]
+    if manifest["top_entities"]:
+        lines += ["", "Top entities: " + ", ".join(f"{e['name']} ({e['label']}, {e['count']})" for e in manifest["top_entities"])]
+    return "\n".join(lines) + "\n"
+
+
+def steps_table(manifest: dict[str, Any]) -> list[dict[str, Any]]:
+    """The table artifact: one row per step."""
+    return [{"step": name, **values} for name, values in manifest["steps"].items()]

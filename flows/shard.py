@@ -1,0 +1,299 @@
+"""Run one stage of the pipeline over one shard: the per-document cache lives here.
+
+Pure Python, no Prefect: the flow wraps these functions in tasks, and they run the same in a
+thread, a process or a Dask worker. Arguments and results are references (ids and keys),
+never document bodies; bodies travel through the Store.
+"""
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+from flows.config import StepSpec
+from flows.keys import chain, digest, digest_lines
+from flows.report import CorpusStats
+from flows.store import Store, read_jsonl_gz, write_jsonl_gz
+from tasks.atomic import sha256_file, write_atomic
+from tasks.base import CorpusStep, DocumentStep, SinkStep, Step
+from tasks.document import Document
+from tasks.read import SourceFile, read_source
+from tasks.registry import build_step, load_registry
+
+BATCH = 64
+READ_FINGERPRINT = "read-v1"
+
+_steps: dict[str, Step] = {}
+_steps_lock = threading.Lock()
+_indexes: dict[str, dict[str, Any]] = {}
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True, slots=True)
+class DocRef:
+    """A document's latest result: where it is in the store and whether later steps work on it."""
+
+    id: str
+    key: str
+    status: str
+
+    @property
+    def active(self) -> bool:
+        return self.status == "ok"
+
+
+@dataclass
+class ShardResult:
+    """What a shard task returns: references and counts, small enough to cache and pickle."""
+
+    refs: list[DocRef]
+    computed: int = 0
+    cached: int = 0
+    skipped: int = 0
+    bundle: str | None = None
+    statuses: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Paths:
+    """Where a run keeps its state; everything lives under the output folder."""
+
+    corpus: str
+    out: str
+
+    @property
+    def state(self) -> Path:
+        return Path(self.out) / ".textmill"
+
+    @property
+    def store(self) -> Store:
+        return Store(self.state / "store")
+
+    @property
+    def prefect_results(self) -> Path:
+        return self.state / "prefect"
+
+
+def step_for(spec: StepSpec) -> Step:
+    """The process-wide instance of a step, set up once (models load once per worker process)."""
+    step = _steps.get(spec.fingerprint)
+    if step is not None:
+        return step
+    with _steps_lock:
+        step = _steps.get(spec.fingerprint)
+        if step is None:
+            step = build_step(spec.name, spec.options, load_registry(), Path(spec.config_dir))
+            step.setup()
+            _steps[spec.fingerprint] = step
+    return step
+
+
+def batched(items: list[T], size: int = BATCH) -> Iterator[list[T]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+def read_shard(paths: Paths, sources: list[SourceFile], max_bytes: int) -> ShardResult:
+    """Read source files into raw documents, stored under `k_0` = their raw sha256.
+
+    A file already read in an earlier run (same bytes) is not read again: its list of
+    documents is cached under the file's own hash.
+    """
+    store = paths.store
+    result = ShardResult(refs=[])
+    for src in sources:
+        listing_key = chain(src.sha256, READ_FINGERPRINT, f"{src.id}\0{max_bytes}")
+        if store.has("listings", listing_key):
+            refs = [DocRef(*row) for row in store.get("listings", listing_key)]
+            result.cached += len(refs)
+        else:
+            refs = []
+            for doc in read_source(Path(paths.corpus), src, max_bytes):
+                key = chain(doc.sha256, READ_FINGERPRINT, doc.id)
+                store.put_doc(key, doc)
+                refs.append(DocRef(doc.id, key, doc.status))
+            store.put("listings", listing_key, [[r.id, r.key, r.status] for r in refs])
+            result.computed += len(refs)
+        result.refs.extend(refs)
+    return finish(result)
+
+
+def run_document_shard(paths: Paths, spec: StepSpec, refs: list[DocRef]) -> ShardResult:
+    """Apply a document-scope step to a shard, computing only documents not in the store."""
+    store = paths.store
+    step = step_for(spec)
+    assert isinstance(step, DocumentStep)
+    result = ShardResult(refs=[])
+    missing: list[tuple[int, str, DocRef]] = []
+    for ref in refs:
+        if not ref.active:
+            result.refs.append(ref)
+            result.skipped += 1
+            continue
+        key = chain(ref.key, spec.fingerprint)
+        if store.has("docs", key):
+            result.refs.append(DocRef(ref.id, key, status_of(store, key)))
+            result.cached += 1
+        else:
+            result.refs.append(ref)
+            missing.append((len(result.refs) - 1, key, ref))
+    for batch in batched(missing):
+        outputs = step.process([store.get_doc(ref.key) for _, _, ref in batch])
+        if len(outputs) != len(batch):
+            raise RuntimeError(f"step {spec.name!r} returned {len(outputs)} documents for {len(batch)}")
+        for (slot, key, ref), doc in zip(batch, outputs):
+            store.put_doc(key, doc)
+            result.refs[slot] = DocRef(ref.id, key, doc.status)
+            result.computed += 1
+    return finish(result)
+
+
+def summarize_shard(paths: Paths, spec: StepSpec, refs: list[DocRef]) -> ShardResult:
+    """First phase of a corpus step: per-document summaries (cached), gathered in a shard bundle."""
+    store = paths.store
+    step = step_for(spec)
+    assert isinstance(step, CorpusStep)
+    result = ShardResult(refs=list(refs))
+    rows: dict[str, tuple[str, Any]] = {}
+    missing: list[tuple[str, DocRef]] = []
+    for ref in refs:
+        if not ref.active:
+            result.skipped += 1
+            continue
+        skey = chain(ref.key, spec.fingerprint, "summary")
+        if store.has("summaries", skey):
+            rows[ref.id] = (skey, store.get("summaries", skey))
+            result.cached += 1
+        else:
+            missing.append((skey, ref))
+    for batch in batched(missing):
+        summaries = step.summarize([store.get_doc(ref.key) for _, ref in batch])
+        for (skey, ref), summary in zip(batch, summaries, strict=True):
+            store.put("summaries", skey, summary)
+            rows[ref.id] = (skey, summary)
+            result.computed += 1
+    ordered = sorted(rows.items())
+    bundle = paths.state / "bundles" / spec.name / f"{digest_lines(f'{i} {k}' for i, (k, _) in ordered)}.jsonl.gz"
+    if not bundle.exists():
+        write_jsonl_gz(bundle, ([doc_id, summary] for doc_id, (_, summary) in ordered))
+    result.bundle = str(bundle)
+    return finish(result)
+
+
+def build_corpus_index(paths: Paths, spec: StepSpec, bundles: list[str]) -> str:
+    """Second phase of a corpus step: one index over every shard's summaries, saved as JSON."""
+    step = step_for(spec)
+    assert isinstance(step, CorpusStep)
+    name = digest_lines([spec.fingerprint, *sorted(bundles)])
+    target = paths.state / "indexes" / spec.name / f"{name}.json.gz"
+    if not target.exists():
+
+        def pairs() -> Iterator[tuple[str, Any]]:
+            for bundle in sorted(bundles):
+                for doc_id, summary in read_jsonl_gz(Path(bundle)):
+                    yield doc_id, summary
+
+        index = step.build_index(pairs())
+        write_jsonl_gz(target, iter([index]))
+    return str(target)
+
+
+def load_index(path: str) -> dict[str, Any]:
+    """An index file, parsed once per process."""
+    index = _indexes.get(path)
+    if index is None:
+        index = next(read_jsonl_gz(Path(path)))
+        _indexes.clear()
+        _indexes[path] = index
+    return index
+
+
+def apply_shard(paths: Paths, spec: StepSpec, refs: list[DocRef], bundle: str, index_path: str) -> ShardResult:
+    """Third phase of a corpus step: apply each document's share of the index."""
+    store = paths.store
+    step = step_for(spec)
+    assert isinstance(step, CorpusStep)
+    index = load_index(index_path)
+    summaries = dict(read_jsonl_gz(Path(bundle)))
+    result = ShardResult(refs=[])
+    for ref in refs:
+        if not ref.active:
+            result.refs.append(ref)
+            continue
+        summary = summaries[ref.id]
+        decision = step.decide(index, ref.id, summary)
+        key = chain(ref.key, spec.fingerprint, digest(decision))
+        if store.has("docs", key):
+            status = status_of(store, key)
+        else:
+            doc = step.apply(store.get_doc(ref.key), summary, decision)
+            store.put_doc(key, doc)
+            status = doc.status
+        result.refs.append(DocRef(ref.id, key, status))
+    return finish(result)
+
+
+def status_of(store: Store, key: str) -> str:
+    """The status of a stored document (cheap enough: records are small and compressed)."""
+    return store.get("docs", key)["status"]
+
+
+def finish(result: ShardResult) -> ShardResult:
+    """Fill in the per-status counts of a shard's output."""
+    counts: dict[str, int] = {}
+    for ref in result.refs:
+        counts[ref.status] = counts.get(ref.status, 0) + 1
+    result.statuses = counts
+    return result
+
+
+@dataclass
+class PublishOutcome:
+    """What the publish stage did: files written, or found already up to date."""
+
+    files: list[str]
+    stats: CorpusStats
+    computed: int
+    cached: int
+
+
+def publish_corpus(paths: Paths, spec: StepSpec | None, refs: list[DocRef]) -> PublishOutcome:
+    """Stream the final records, in id order, through the sink (if any) and gather statistics.
+
+    When the same records were already published to the same files (unchanged on disk),
+    nothing is rewritten and the stage counts every document as cached.
+    """
+    store = paths.store
+    ordered = sorted(refs, key=lambda r: r.id)
+    fingerprint = spec.fingerprint if spec else "no-sink"
+    key = digest_lines([fingerprint, *(f"{r.id} {r.key}" for r in ordered)])
+    state_path = paths.state / "published.json"
+    out_dir = Path(paths.out)
+    previous = json.loads(state_path.read_text()) if state_path.exists() else None
+    if previous and previous["key"] == key and outputs_intact(out_dir, previous["files"]):
+        return PublishOutcome(list(previous["files"]), CorpusStats(**previous["stats"]), 0, len(ordered))
+
+    collected: list[CorpusStats] = []
+    docs = CorpusStats.collect((store.get_doc(r.key) for r in ordered), collected)
+    if spec is None:
+        for _ in docs:
+            pass
+        files: list[str] = []
+    else:
+        sink = step_for(spec)
+        assert isinstance(sink, SinkStep)
+        files = sink.publish(docs, out_dir).files
+    stats = collected[0]
+    hashes = {name: sha256_file(out_dir / name) for name in files}
+    record = {"key": key, "files": hashes, "stats": asdict(stats)}
+    write_atomic(state_path, json.dumps(record, indent=1).encode())
+    return PublishOutcome(files, stats, len(ordered), 0)
+
+
+def outputs_intact(out_dir: Path, hashes: dict[str, str]) -> bool:
+    """Whether every published file is still there with the bytes we wrote."""
+    return all((out_dir / name).exists() and sha256_file(out_dir / name) == sha for name, sha in hashes.items())

@@ -1,0 +1,156 @@
+"""Find input files and turn each file (or JSON Lines line) into exactly one raw Document.
+
+Anything unusable becomes a `rejected` Document with a reason: the reader never raises on
+content and never drops an input silently, so counts always add up.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from charset_normalizer import from_bytes
+
+from tasks.document import Document
+
+FORMATS = {
+    ".txt": "text",
+    ".text": "text",
+    ".md": "markdown",
+    ".markdown": "markdown",
+    ".html": "html",
+    ".htm": "html",
+    ".jsonl": "jsonl",
+}
+BINARY_SNIFF_BYTES = 8192
+HASH_CHUNK = 1 << 20
+
+
+@dataclass(frozen=True, slots=True)
+class SourceFile:
+    """An input file: its id is the path relative to the corpus root, stable across machines."""
+
+    id: str
+    sha256: str
+    size: int
+
+
+def discover(root: Path, exclude: Path | None = None) -> Iterator[SourceFile]:
+    """Yield every file under `root` in a stable order, hashed.
+
+    Hidden directories (`.git`, `.textmill`, ...) and `exclude` (the output folder, when it
+    lies inside the corpus) are not descended into; every other file is yielded, whatever
+    its type, so that unsupported files are reported rather than ignored.
+    """
+    root = root.resolve()
+    excluded = exclude.resolve() if exclude is not None else None
+    for dirpath, dirnames, filenames in os.walk(root):
+        current = Path(dirpath)
+        dirnames[:] = sorted(
+            d for d in dirnames if not d.startswith(".") and (current / d).resolve() != excluded
+        )
+        for name in sorted(filenames):
+            path = current / name
+            if not path.is_file():
+                continue
+            yield SourceFile(
+                id=path.relative_to(root).as_posix(), sha256=file_sha256(path), size=path.stat().st_size
+            )
+
+
+def file_sha256(path: Path) -> str:
+    """Hash a file in chunks so a huge input does not have to fit in memory."""
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        for chunk in iter(lambda: fh.read(HASH_CHUNK), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def read_source(root: Path, src: SourceFile, max_bytes: int) -> list[Document]:
+    """Read one file into raw Documents (one per file, or one per line of a JSON Lines file)."""
+    fmt = FORMATS.get(Path(src.id).suffix.lower())
+    base = Document(id=src.id, path=src.id, sha256=src.sha256, meta={"format": fmt or "unknown"})
+    if fmt is None:
+        suffix = Path(src.id).suffix or "(none)"
+        return [base.reject(f"unsupported file type {suffix}; supported: {', '.join(sorted(FORMATS))}")]
+    if src.size > max_bytes:
+        return [base.reject(f"file too large: {src.size} bytes exceeds max_bytes={max_bytes}")]
+    try:
+        data = (root / src.id).read_bytes()
+    except OSError as exc:
+        return [base.reject(f"unreadable file: {exc.strerror or exc}")]
+    if not data.strip():
+        return [base.reject("empty file")]
+    if fmt == "jsonl":
+        return read_jsonl(base, data)
+    text, encoding, problem = decode(data)
+    if problem:
+        return [base.reject(problem)]
+    meta = dict(base.meta)
+    if encoding != "utf-8":
+        meta["encoding"] = encoding
+    return [base.evolve(text=text, meta=meta)]
+
+
+def decode(data: bytes) -> tuple[str, str, str | None]:
+    """Decode bytes as UTF-8, else the encoding a detector finds; return (text, encoding, problem)."""
+    if b"\x00" in data[:BINARY_SNIFF_BYTES]:
+        return "", "", "binary content (NUL bytes), not text"
+    try:
+        return data.decode("utf-8-sig"), "utf-8", None
+    except UnicodeDecodeError:
+        pass
+    best = from_bytes(data).best()
+    if best is None or best.encoding is None:
+        return "", "", "undecodable text: not UTF-8 and no other encoding fits"
+    text = str(best)
+    printable = sum(ch.isprintable() or ch.isspace() for ch in text)
+    if printable < 0.95 * len(text):
+        return "", "", f"undecodable text: decoding as {best.encoding} gives mostly unprintable characters"
+    return text, best.encoding, None
+
+
+def read_jsonl(base: Document, data: bytes) -> list[Document]:
+    """One Document per line: `text` required, `id`, `meta` and `format` optional."""
+    docs = []
+    for number, raw_line in enumerate(data.splitlines(), start=1):
+        line_doc = base.evolve(
+            id=f"{base.id}#{number}",
+            sha256=hashlib.sha256(raw_line).hexdigest(),
+            meta={"format": "text", "line": number},
+        )
+        docs.append(parse_jsonl_line(line_doc, raw_line))
+    return docs
+
+
+def parse_jsonl_line(doc: Document, raw_line: bytes) -> Document:
+    """Validate one JSON Lines record; a bad line is rejected, not fatal to the file."""
+    if not raw_line.strip():
+        return doc.reject("empty line")
+    text, _, problem = decode(raw_line)
+    if problem:
+        return doc.reject(problem)
+    try:
+        record = json.loads(text)
+    except json.JSONDecodeError as exc:
+        return doc.reject(f"invalid JSON: {exc.msg} at column {exc.colno}")
+    if not isinstance(record, dict):
+        return doc.reject("invalid record: a line must be a JSON object")
+    body = record.get("text")
+    if not isinstance(body, str) or not body.strip():
+        return doc.reject("invalid record: missing or empty 'text' string")
+    meta = record.get("meta") or {}
+    if not isinstance(meta, dict):
+        return doc.reject("invalid record: 'meta' must be an object")
+    merged = {**meta, **doc.meta}
+    fmt = record.get("format", meta.get("format", "text"))
+    if fmt not in ("text", "markdown", "html"):
+        return doc.reject(f"invalid record: format {fmt!r}; use text, markdown or html")
+    merged["format"] = fmt
+    if "id" in record:
+        merged["source_id"] = str(record["id"])
+    return doc.evolve(text=body, meta=merged)
