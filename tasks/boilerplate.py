@@ -69,13 +69,13 @@ def _compile(path: Path, kind: str, index: int, raw: Any) -> Rule:
     if not isinstance(raw, dict):
         raise ConfigError(f"{where}: must be a table with 'name' and 'pattern'")
     name = raw.get("name")
-    if isinstance(name, str) and name:
-        where = f"{path}: [[{kind}]] rule {name!r}"
-    else:
+    if not isinstance(name, str) or not name:
         raise ConfigError(f"{where}: missing or empty 'name'")
+    where = f"{path}: [[{kind}]] rule {name!r}"
     extra = set(raw) - RULE_KEYS
     if extra:
-        raise ConfigError(f"{where}: unknown key(s) {', '.join(sorted(extra))}; valid keys: {', '.join(sorted(RULE_KEYS))}")
+        valid = ", ".join(sorted(RULE_KEYS))
+        raise ConfigError(f"{where}: unknown key(s) {', '.join(sorted(extra))}; valid keys: {valid}")
     pattern = raw.get("pattern")
     if not isinstance(pattern, str) or not pattern:
         raise ConfigError(f"{where}: missing or empty 'pattern'")

@@ -11,7 +11,7 @@ import unicodedata
 from pathlib import Path
 from typing import Any, ClassVar
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from tasks.base import ConfigError, DocumentStep, StepOptions
 from tasks.boilerplate import RuleSet, apply_line_rules, drop_repeated_lines, extract_metadata, load_rules
@@ -19,10 +19,41 @@ from tasks.document import Document
 from tasks.html_text import html_to_text
 
 # Line and page separators become newlines; other control characters and zero-width marks go.
-LINE_BREAKS = str.maketrans({"\r": "\n", "\v": "\n", "\f": "\n", "\x85": "\n", "\u2028": "\n", "\u2029": "\n\n"})
+LINE_BREAKS = str.maketrans(
+    {"\r": "\n", "\v": "\n", "\f": "\n", "\x85": "\n", "\u2028": "\n", "\u2029": "\n\n"}
+)
 CONTROL = re.compile(r"[\x00-\x08\x0e-\x1f\x7f-\x84\x86-\x9f\u00ad\u200b\u2060\ufeff]")
 HORIZONTAL_SPACE = re.compile(r"[^\S\n]+")
 MANY_NEWLINES = re.compile(r"\n{3,}")
+ISO_DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
+
+
+class CleanOptions(StepOptions):
+    """Options of the clean step ([steps.clean] in the pipeline config)."""
+
+    rules: str = Field(
+        "boilerplate.toml",
+        description="Boilerplate rules file (TOML), relative to the pipeline config's folder.",
+    )
+    repeated_line_min_count: int = Field(
+        3, ge=0,
+        description="Drop every copy of a line that occurs at least this often in one document (0 = off).",
+    )
+    repeated_line_min_chars: int = Field(
+        12, ge=1, description="Lines shorter than this are never treated as repeated boilerplate.",
+    )
+    link_density_max: float = Field(
+        0.5, ge=0.0, le=1.0,
+        description="HTML: drop a paragraph or list whose link text exceeds this share of its text.",
+    )
+
+    @field_validator("repeated_line_min_count")
+    @classmethod
+    def _off_or_at_least_two(cls, value: int) -> int:
+        """1 would call every line repeated; say so instead of silently emptying documents."""
+        if value == 1:
+            raise ValueError("must be 0 (off) or at least 2")
+        return value
 
 
 class Cleaner(DocumentStep):
@@ -30,23 +61,8 @@ class Cleaner(DocumentStep):
 
     name: ClassVar[str] = "clean"
     version: ClassVar[str] = "1"
-
-    class Options(StepOptions):
-        rules: str = Field(
-            "boilerplate.toml",
-            description="Boilerplate rules file (TOML), relative to the pipeline config's folder.",
-        )
-        repeated_line_min_count: int = Field(
-            3, ge=0,
-            description="Drop every copy of a line that occurs at least this often in one document (0 = off).",
-        )
-        repeated_line_min_chars: int = Field(
-            12, ge=1, description="Lines shorter than this are never treated as repeated boilerplate."
-        )
-        link_density_max: float = Field(
-            0.5, ge=0.0, le=1.0,
-            description="HTML: drop a paragraph or list whose link text exceeds this share of its text.",
-        )
+    Options: ClassVar[type[StepOptions]] = CleanOptions
+    options: CleanOptions
 
     def __init__(self, options: StepOptions | None = None, config_dir: Path | None = None) -> None:
         super().__init__(options, config_dir)
@@ -110,20 +126,21 @@ def normalize_text(text: str) -> str:
     return MANY_NEWLINES.sub("\n\n", text).strip("\n")
 
 
-MD_FENCE = re.compile(r"^\s*(```|~~~).*$", re.MULTILINE)
+MD_FENCE = re.compile(r"^[ \t]*(```|~~~).*$", re.MULTILINE)
 MD_FRONT_MATTER = re.compile(r"\A---\n.*?\n(?:---|\.\.\.)\n", re.DOTALL)
 MD_FRONT_FIELD = re.compile(r"^(title|date):[ \t]*(\S.*?)[ \t]*$", re.MULTILINE | re.IGNORECASE)
+MD_BR = re.compile(r"<br\s*/?>", re.IGNORECASE)
 MD_HTML_COMMENT = re.compile(r"<!--.*?-->", re.DOTALL)
 MD_IMAGE = re.compile(r"!\[[^\]]*\]\([^)]*\)|!\[[^\]]*\]\[[^\]]*\]")
 MD_LINK = re.compile(r"\[([^\]]*)\]\([^)]*\)|\[([^\]]+)\]\[[^\]]*\]")
 MD_AUTOLINK = re.compile(r"<((?:https?|mailto):[^>\s]+)>")
-MD_REF_DEF = re.compile(r"^\s{0,3}\[[^\]]+\]:\s+\S+.*$", re.MULTILINE)
+MD_REF_DEF = re.compile(r"^[ \t]{0,3}\[[^\]]+\]:[ \t]+\S+.*$", re.MULTILINE)
 MD_HTML_TAG = re.compile(r"</?[A-Za-z][^>]*>")
-MD_HEADING = re.compile(r"^\s{0,3}#{1,6}\s+(.*?)(?:\s+#+)?\s*$", re.MULTILINE)
-MD_SETEXT_OR_RULE = re.compile(r"^\s{0,3}(?:[=\-*_]\s*){3,}$", re.MULTILINE)
-MD_QUOTE = re.compile(r"^\s{0,3}(?:>\s?)+", re.MULTILINE)
-MD_LIST = re.compile(r"^\s*(?:[-*+]|\d{1,9}[.)])\s+", re.MULTILINE)
-MD_TABLE_RULE = re.compile(r"^\s*\|?\s*:?-{3,}:?\s*(?:\|\s*:?-{3,}:?\s*)*\|?\s*$", re.MULTILINE)
+MD_HEADING = re.compile(r"^[ \t]{0,3}#{1,6}[ \t]+(.*?)(?:[ \t]+#+)?[ \t]*$", re.MULTILINE)
+MD_SETEXT_OR_RULE = re.compile(r"^[ \t]{0,3}(?:[=\-*_][ \t]*){3,}$", re.MULTILINE)
+MD_QUOTE = re.compile(r"^[ \t]{0,3}(?:>[ \t]?)+", re.MULTILINE)
+MD_LIST = re.compile(r"^[ \t]*(?:[-*+]|\d{1,9}[.)])[ \t]+", re.MULTILINE)
+MD_TABLE_RULE = re.compile(r"^[ \t]*\|?[ \t]*:?-{3,}:?[ \t]*(?:\|[ \t]*:?-{3,}:?[ \t]*)*\|?[ \t]*$", re.MULTILINE)
 MD_TABLE_PIPE = re.compile(r"\s*\|\s*")
 MD_EMPHASIS = (
     re.compile(r"(\*\*|__)(?=\S)(.+?)(?<=\S)\1"),
@@ -141,9 +158,15 @@ def strip_markdown(text: str) -> tuple[str, dict[str, str]]:
     front = MD_FRONT_MATTER.match(text)
     if front:
         for key, value in MD_FRONT_FIELD.findall(front.group(0)):
-            meta.setdefault(key.lower(), value.strip().strip("'\""))
+            value = value.strip("'\"")
+            if key.lower() == "date":
+                iso = ISO_DATE.match(value)
+                value = iso.group(0) if iso else ""
+            if value:
+                meta.setdefault(key.lower(), value)
         text = text[front.end():]
     text = MD_HTML_COMMENT.sub("", text)
+    text = MD_BR.sub("\n", text)
     text = MD_FENCE.sub("", text)
     text = MD_REF_DEF.sub("", text)
     text = MD_IMAGE.sub("", text)

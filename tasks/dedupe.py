@@ -3,7 +3,7 @@
 Per document (cached): a normalised-text key and a MinHash of word shingles. Corpus-wide:
 exact groups by key, near-duplicates by estimated Jaccard (MinHashLSH) and by estimated
 containment (MinHashLSHEnsemble), because news sites often republish a truncated copy of a
-longer article; every LSH candidate is verified by its estimate before it is linked, and the
+longer article. Every LSH candidate is verified by its estimate before it is linked, and the
 links are closed transitively with union-find.
 """
 from __future__ import annotations
@@ -25,17 +25,16 @@ from tasks.document import Document
 from tasks.union_find import UnionFind
 
 _WORD = re.compile(r"\w+")
-# Scheme of the signatures in summaries; changing it changes every signature (bump `version`).
+# Permutation scheme of the signatures in summaries: changing it changes every signature.
 _SCHEME = "affine32"
 _SIGNATURE_DTYPE = np.dtype("<u4")
-# Jaccard LSH candidates are verified afterwards, so tune its bands for recall over precision.
-# (The containment ensemble keeps its default weights: recall weighting there adds bands of one
-# row whose candidates cost more time than they add links; measured on the BBC corpus.)
+# LSH candidates are verified afterwards, so the bands are tuned for recall over precision:
+# with the default (0.5, 0.5) the ensemble finds a 25% prefix of a document only half the time.
 _LSH_WEIGHTS = (0.1, 0.9)
-# MinHashLSH needs at least two bands; above this threshold the bands collapse into one.
+# MinHashLSH needs at least two bands; above this candidate threshold they collapse into one.
 _MAX_LSH_THRESHOLD = 0.95
-# Set sizes are rounded up onto a geometric grid before they reach MinHashLSHEnsemble: its
-# partitioning is cubic in the number of distinct sizes, which grows with the corpus.
+# MinHashLSHEnsemble partitions by set size in time cubic in the number of distinct sizes
+# (100k documents: about 4,500 sizes, two minutes); a geometric grid keeps a few hundred.
 _SIZE_GRID_RATIO = 1.05
 
 
@@ -64,7 +63,7 @@ def decode_signature(data: str) -> np.ndarray:
 
 
 def estimated_containment(jaccard: float, size_a: int, size_b: int) -> float:
-    """Estimate |A∩B|/|A| from the Jaccard estimate J and the set sizes: J(|A|+|B|)/((1+J)|A|)."""
+    """Estimate |A∩B|/|A| from the Jaccard estimate J and set sizes: J(|A|+|B|)/((1+J)|A|)."""
     if jaccard <= 0.0 or size_a <= 0:
         return 0.0
     return min(1.0, jaccard * (size_a + size_b) / ((1.0 + jaccard) * size_a))
@@ -90,7 +89,7 @@ class _Entry:
     path: str
 
     def rank(self, doc_id: str) -> tuple[Any, ...]:
-        """Sort key of the canonical choice: longest text, then earliest date (missing last), path, id."""
+        """Canonical order: longest text, then earliest date (missing last), then path, then id."""
         return (-self.length, self.date is None, self.date or "", self.path, doc_id)
 
 
@@ -107,32 +106,36 @@ class Deduplicator(CorpusStep):
             0.8,
             gt=0.0,
             le=1.0,
-            description="Estimated Jaccard similarity of two shingle sets at which the documents are near-duplicates.",
+            description="Estimated Jaccard similarity of two shingle sets that makes near-duplicates.",
         )
         containment: bool = Field(
             True,
-            description="Also link a document whose shingles are mostly contained in another (a truncated copy).",
+            description="Also link a document whose shingles are mostly inside another (a truncated copy).",
         )
         containment_threshold: float = Field(
             0.8,
             gt=0.0,
             le=1.0,
-            description="Estimated share |A∩B|/|A| of document A's shingles found in B at which A is a copy of B.",
+            description="Estimated share |A∩B|/|A| of A's shingles found in B that makes A a copy of B.",
         )
         containment_min_shingles: int = Field(
             10,
             ge=1,
-            description="Documents with fewer distinct shingles are never matched by containment: a handful of shingles found "
-            "inside a long text is too weak (and too noisy an estimate) to call a copy.",
+            description="Documents with fewer distinct shingles are never matched by containment: a few "
+            "shingles found inside a long text are too weak (and too noisy an estimate) to call a copy.",
         )
-        num_perm: int = Field(128, ge=32, le=1024, description="MinHash permutations: more is more accurate and slower.")
-        shingle_size: int = Field(5, ge=1, le=32, description="Words per shingle; shorter texts form one shingle.")
-        seed: int = Field(1, ge=0, description="MinHash seed; signatures made with different seeds cannot be compared.")
+        num_perm: int = Field(
+            128, ge=32, le=1024, description="MinHash permutations: more is more accurate and slower."
+        )
+        shingle_size: int = Field(
+            5, ge=1, le=32, description="Words per shingle; a shorter text is a single shingle."
+        )
+        seed: int = Field(1, ge=0, description="MinHash seed; signatures of different seeds never match.")
 
     options: Options
 
     def summarize(self, docs: list[Document]) -> list[dict[str, Any]]:
-        """Key, signature and sizes per document: the only part that reads the text."""
+        """Key, signature and sizes per document: the only phase that reads the text."""
         opts = self.options
         words = [normalized_words(doc.text) for doc in docs]
         shingle_sets = [shingles(w, opts.shingle_size) for w in words]
@@ -155,22 +158,22 @@ class Deduplicator(CorpusStep):
         ids = sorted(entries)
         links = UnionFind(ids)
         exact_duplicates = 0
-        representatives: dict[str, str] = {}
+        first_with_key: dict[str, str] = {}
         for doc_id in ids:
             key = entries[doc_id].key
             if key is None:
                 continue
-            if key in representatives:
-                links.union(representatives[key], doc_id)
+            if key in first_with_key:
+                links.union(first_with_key[key], doc_id)
                 exact_duplicates += 1
             else:
-                representatives[key] = doc_id
-        # Identical keys mean identical shingle sets, so one member per key is enough below.
-        unique = sorted(rep for rep in representatives.values() if entries[rep].size > 0)
+                first_with_key[key] = doc_id
+        # Equal keys mean equal shingle sets, so one document per key is enough from here on.
+        unique = sorted(doc_id for doc_id in first_with_key.values() if entries[doc_id].size > 0)
         self._link_similar(unique, entries, links)
         if self.options.containment:
             self._link_contained(unique, entries, links)
-        return self._clusters(entries, links, exact_duplicates)
+        return _index(entries, links, exact_duplicates)
 
     def decide(self, index: dict[str, Any], doc_id: str, summary: dict[str, Any]) -> dict[str, Any]:
         """The document's cluster entry; a document in no cluster is its own canonical."""
@@ -188,16 +191,17 @@ class Deduplicator(CorpusStep):
 
     def _load(self, summaries: Iterable[tuple[str, dict[str, Any]]]) -> dict[str, _Entry]:
         """Decode the summaries one at a time, keeping signatures and ranking fields only."""
+        opts = self.options
         entries: dict[str, _Entry] = {}
         for doc_id, summary in summaries:
             hashvalues = decode_signature(summary["minhash"])
-            if len(hashvalues) != self.options.num_perm:
+            if len(hashvalues) != opts.num_perm:
                 raise ValueError(
-                    f"summary of {doc_id!r} has {len(hashvalues)} MinHash values, expected {self.options.num_perm}"
+                    f"summary of {doc_id!r} has {len(hashvalues)} MinHash values, expected {opts.num_perm}"
                 )
             entries[doc_id] = _Entry(
                 key=summary["key"],
-                minhash=LeanMinHash(seed=self.options.seed, hashvalues=hashvalues, scheme=_SCHEME),
+                minhash=LeanMinHash(seed=opts.seed, hashvalues=hashvalues, scheme=_SCHEME),
                 size=int(summary["size"]),
                 length=int(summary["length"]),
                 date=summary.get("date"),
@@ -209,7 +213,9 @@ class Deduplicator(CorpusStep):
         """Link pairs whose estimated Jaccard similarity reaches the threshold."""
         threshold = self.options.jaccard_threshold
         lsh = MinHashLSH(
-            threshold=min(threshold, _MAX_LSH_THRESHOLD), num_perm=self.options.num_perm, weights=_LSH_WEIGHTS
+            threshold=min(threshold, _MAX_LSH_THRESHOLD),
+            num_perm=self.options.num_perm,
+            weights=_LSH_WEIGHTS,
         )
         with lsh.insertion_session() as session:
             for doc_id in ids:
@@ -221,12 +227,14 @@ class Deduplicator(CorpusStep):
                     links.union(doc_id, other)
 
     def _link_contained(self, ids: list[str], entries: dict[str, _Entry], links: UnionFind) -> None:
-        """Link each document to those that contain most of its shingles (it is a truncated copy)."""
+        """Link each document to those holding most of its shingles: it is a truncated copy."""
         if len(ids) < 2:
             return
         opts = self.options
-        ensemble = MinHashLSHEnsemble(threshold=opts.containment_threshold, num_perm=opts.num_perm)
-        ensemble.index([(doc_id, entries[doc_id].minhash, size_bucket(entries[doc_id].size)) for doc_id in ids])
+        ensemble = MinHashLSHEnsemble(
+            threshold=opts.containment_threshold, num_perm=opts.num_perm, weights=_LSH_WEIGHTS
+        )
+        ensemble.index([(i, entries[i].minhash, size_bucket(entries[i].size)) for i in ids])
         for doc_id in ids:
             entry = entries[doc_id]
             if entry.size < opts.containment_min_shingles:
@@ -234,32 +242,36 @@ class Deduplicator(CorpusStep):
             for other in set(ensemble.query(entry.minhash, entry.size)):
                 if other == doc_id:
                     continue
-                jaccard = entry.minhash.jaccard(entries[other].minhash)
-                if estimated_containment(jaccard, entry.size, entries[other].size) >= opts.containment_threshold:
+                container = entries[other]
+                jaccard = entry.minhash.jaccard(container.minhash)
+                if estimated_containment(jaccard, entry.size, container.size) >= opts.containment_threshold:
                     links.union(doc_id, other)
 
-    @staticmethod
-    def _clusters(entries: dict[str, _Entry], links: UnionFind, exact_duplicates: int) -> dict[str, Any]:
-        """Name each cluster of 2+ after its most complete member; JSON-able and sorted by id."""
-        clusters: dict[str, dict[str, str | None]] = {}
-        count = 0
-        for group in links.groups():
-            if len(group) < 2:
-                continue
-            count += 1
-            canonical = min(group, key=lambda doc_id: entries[doc_id].rank(doc_id))
-            for doc_id in group:
-                clusters[doc_id] = {"cluster": canonical, "duplicate_of": None if doc_id == canonical else canonical}
-        duplicates = len(clusters) - count
-        return {
-            "clusters": dict(sorted(clusters.items())),
-            "stats": {
-                "documents": len(entries),
-                "clusters": count,
-                "exact_duplicates": exact_duplicates,
-                "near_duplicates": duplicates - exact_duplicates,
-            },
-        }
+
+def _index(entries: dict[str, _Entry], links: UnionFind, exact_duplicates: int) -> dict[str, Any]:
+    """Name each cluster of 2+ after its most complete member; JSON-able, sorted by id."""
+    clusters: dict[str, dict[str, str | None]] = {}
+    count = 0
+    for group in links.groups():
+        if len(group) < 2:
+            continue
+        count += 1
+        canonical = min(group, key=lambda doc_id: entries[doc_id].rank(doc_id))
+        for doc_id in group:
+            clusters[doc_id] = {
+                "cluster": canonical,
+                "duplicate_of": None if doc_id == canonical else canonical,
+            }
+    duplicates = len(clusters) - count
+    return {
+        "clusters": dict(sorted(clusters.items())),
+        "stats": {
+            "documents": len(entries),
+            "clusters": count,
+            "exact_duplicates": exact_duplicates,
+            "near_duplicates": duplicates - exact_duplicates,
+        },
+    }
 
 
 def _date_string(value: Any) -> str | None:
@@ -267,5 +279,5 @@ def _date_string(value: Any) -> str | None:
     if value is None or value == "":
         return None
     if hasattr(value, "isoformat"):
-        return value.isoformat()
+        return str(value.isoformat())
     return str(value)

@@ -34,8 +34,9 @@ FURNITURE = re.compile(
     r"breadcrumbs?|cookie|promo|advert|ads?|sidebar|menu|byline|author-bio|tags?)(?:$|[\s_-])",
     re.IGNORECASE,
 )
-# Where publishers put the main text, most specific first.
-MAIN_SELECTORS = ('[itemprop="articleBody"]', "article", "main", '[role="main"]')
+# Where publishers put the main text, most specific first, with the share of the body's text a
+# match must hold to be believed (schema.org's articleBody is explicit, so a little suffices).
+MAIN_SELECTORS = (('[itemprop="articleBody"]', 0.05), ("article", 0.3), ("main", 0.3), ('[role="main"]', 0.3))
 DATE_META = (
     "article:published_time", "og:published_time", "datepublished", "date", "pubdate", "publishdate",
     "publish-date", "publish_date", "article.published", "dc.date", "dc.date.issued", "dcterms.created",
@@ -45,9 +46,8 @@ ISO_DATE = re.compile(r"(\d{4})-(\d{2})-(\d{2})")
 JSONLD_DATE = re.compile(r'"datePublished"\s*:\s*"([^"]+)"')
 SPACES = re.compile(r"\s+")
 HIDDEN_STYLE = re.compile(r"display\s*:\s*none|visibility\s*:\s*hidden", re.IGNORECASE)
-# Main-container thresholds, tuned on the AEB corpus (shares of the body's text).
-MARKED_SHARE = 0.3
-PARAGRAPH_SHARE = 0.25
+# Readability fallback thresholds, tuned on the AEB corpus.
+PARAGRAPH_SHARE = 0.1
 DENSEST_SHARE = 0.6
 
 
@@ -72,9 +72,9 @@ def html_to_text(html: str, link_density_max: float = 0.5) -> HtmlText:
     """Extract the main text and metadata of an HTML page."""
     soup = BeautifulSoup(html, "lxml")
     meta = page_metadata(soup, html)
-    sizes = _text_sizes(soup)
-    root = main_container(soup, sizes)
-    blocks = _collect_blocks(root, sizes, furniture_max_chars=sizes.get(id(root), 0) // 2)
+    sizes, psizes = _text_sizes(soup)
+    root = main_container(soup, sizes, psizes)
+    blocks = _collect_blocks(root, psizes, furniture_max_chars=psizes.get(id(root), 0) // 2)
     return HtmlText(text=_render(blocks, link_density_max), meta=meta)
 
 
@@ -116,13 +116,14 @@ def _first_date(candidates: list[object]) -> str | None:
     return None
 
 
-def _text_sizes(soup: BeautifulSoup) -> dict[int, int]:
-    """Visible text characters under every element, by `id()`, in one post-order pass.
+def _text_sizes(soup: BeautifulSoup) -> tuple[dict[int, int], dict[int, int]]:
+    """Visible text characters, and those inside `<p>`, under every element (by `id()`).
 
-    Computed once so that every later size check is a lookup: measuring each candidate with
-    `get_text()` would be quadratic on a deeply nested page.
+    Computed in one post-order pass so that every later size check is a lookup: measuring each
+    candidate with `get_text()` would be quadratic on a deeply nested page.
     """
     sizes: dict[int, int] = {}
+    psizes: dict[int, int] = {}
     stack: list[tuple[object, bool]] = [(soup, True)]
     while stack:
         node, entering = stack.pop()
@@ -130,7 +131,7 @@ def _text_sizes(soup: BeautifulSoup) -> dict[int, int]:
             continue
         if entering:
             if _never_text(node):
-                sizes[id(node)] = 0
+                sizes[id(node)] = psizes[id(node)] = 0
                 continue
             stack.append((node, False))
             stack.extend((child, True) for child in node.contents if isinstance(child, Tag))
@@ -140,10 +141,13 @@ def _text_sizes(soup: BeautifulSoup) -> dict[int, int]:
                 0 if isinstance(child, NON_TEXT_STRINGS) else len(child.strip())
                 for child in node.contents
             )
-    return sizes
+            psizes[id(node)] = sizes[id(node)] if node.name == "p" else sum(
+                psizes.get(id(child), 0) for child in node.contents if isinstance(child, Tag)
+            )
+    return sizes, psizes
 
 
-def main_container(soup: BeautifulSoup, sizes: dict[int, int]) -> Tag:
+def main_container(soup: BeautifulSoup, sizes: dict[int, int], psizes: dict[int, int]) -> Tag:
     """The element holding the article, so sidebars and teaser lists around it are left out.
 
     First a marked container (`<article>`, `<main>`, ...) holding a fair share of the page's
@@ -154,11 +158,11 @@ def main_container(soup: BeautifulSoup, sizes: dict[int, int]) -> Tag:
     total = sizes.get(id(body), 0)
     if total == 0:
         return body
-    for selector in MAIN_SELECTORS:
+    for selector, share in MAIN_SELECTORS:
         candidates = soup.select(selector)
         if candidates:
             best = max(candidates, key=lambda tag: sizes.get(id(tag), 0))
-            if sizes.get(id(best), 0) >= MARKED_SHARE * total:
+            if sizes.get(id(best), 0) >= share * total:
                 return best
     scores: dict[int, float] = {}
     nodes: dict[int, Tag] = {}
@@ -168,19 +172,18 @@ def main_container(soup: BeautifulSoup, sizes: dict[int, int]) -> Tag:
             if isinstance(parent, Tag):
                 scores[id(parent)] = scores.get(id(parent), 0.0) + weight * sizes.get(id(p), 0)
                 nodes[id(parent)] = parent
-    paragraph_total = sum(sizes.get(id(p), 0) for p in paragraphs)
+    paragraph_total = psizes.get(id(body), 0)
     if not scores or paragraph_total < PARAGRAPH_SHARE * total:
         return body
     best = nodes[max(scores, key=scores.__getitem__)]
-    inside = sum(sizes.get(id(p), 0) for p in best.find_all("p"))
-    return best if inside >= DENSEST_SHARE * paragraph_total else body
+    return best if psizes.get(id(best), 0) >= DENSEST_SHARE * paragraph_total else body
 
 
-def _collect_blocks(root: Tag, sizes: dict[int, int], furniture_max_chars: int) -> list[_Block]:
+def _collect_blocks(root: Tag, psizes: dict[int, int], furniture_max_chars: int) -> list[_Block]:
     """Walk the tree once (iteratively), splitting text into paragraphs at block boundaries.
 
     Furniture (by tag or by class/id) is skipped only when it holds at most
-    `furniture_max_chars` characters: a wrapper called "post has-sidebar" may hold the article.
+    `furniture_max_chars` paragraph characters: a wrapper called "has-sidebar" may hold the article.
     """
     blocks: list[_Block] = []
     current = _Block(group=None)
@@ -209,7 +212,7 @@ def _collect_blocks(root: Tag, sizes: dict[int, int], furniture_max_chars: int) 
             continue
         name = node.name
         if entering:
-            if _never_text(node) or (_is_furniture(node) and sizes.get(id(node), 0) <= furniture_max_chars):
+            if _never_text(node) or (_is_furniture(node) and psizes.get(id(node), 0) <= furniture_max_chars):
                 continue
             if name == "br":
                 current.parts.append("\n")

@@ -49,7 +49,8 @@ class LanguageTagger(DocumentStep):
             0.7, ge=0.0, le=1.0, description="Tag 'und' when the best language's probability is below this."
         )
         max_chars: int = Field(
-            5000, ge=1, description="Detect on this many leading characters only: longer prefixes add time, not accuracy."
+            5000, ge=1,
+            description="Detect on this many leading characters only: longer prefixes add time, not accuracy.",
         )
         seed: int = Field(0, ge=0, description="Seed of langdetect's random walk; fixed for reproducible results.")
 

@@ -1,0 +1,41 @@
+"""Shared fixtures: the repository's seeds, and one real temporary Prefect server per session."""
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
+
+REPO = Path(__file__).resolve().parents[1]
+SEEDS = REPO / "seeds"
+CONFIG = REPO / "config" / "pipeline.toml"
+
+
+@pytest.fixture(scope="session")
+def prefect_server() -> Iterator[None]:
+    """A temporary Prefect API with its own database, shared by the flow tests of a session."""
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=120):
+        yield
+
+
+@pytest.fixture
+def seeds_copy(tmp_path: Path) -> Path:
+    """A private copy of the seeds that a test may add files to."""
+    target = tmp_path / "seeds"
+    shutil.copytree(SEEDS, target)
+    return target
+
+
+@pytest.fixture
+def config_copy(tmp_path: Path) -> Path:
+    """A private copy of the default config folder that a test may edit."""
+    target = tmp_path / "config"
+    shutil.copytree(REPO / "config", target, ignore=shutil.ignore_patterns("__pycache__", "__init__.py"))
+    return target / "pipeline.toml"

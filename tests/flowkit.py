@@ -1,0 +1,60 @@
+"""Helpers for tests that run the real Prefect flow."""
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+from flows.pipeline import textmill
+
+from conftest import CONFIG
+
+
+def run_flow(corpus: Path, out: Path, config: Path = CONFIG) -> dict[str, Any]:
+    """Run the flow in-process (thread runner) and return its manifest."""
+    return textmill(corpus=str(corpus), out=str(out), config=str(config))
+
+
+def records(out: Path) -> dict[str, dict[str, Any]]:
+    """documents.jsonl by id."""
+    rows = [json.loads(line) for line in (out / "documents.jsonl").read_text().splitlines()]
+    return {r["id"]: r for r in rows}
+
+
+def computed(manifest: dict[str, Any]) -> dict[str, int]:
+    return {name: s["computed"] for name, s in manifest["steps"].items()}
+
+
+def task_run_states(run_id: str, expected: int, timeout: float = 20.0) -> dict[str, str]:
+    """Task run name -> state name for a flow run, waiting for the server to record them all."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+    from prefect.client.schemas.sorting import TaskRunSort
+
+    deadline = time.monotonic() + timeout
+    states: dict[str, str] = {}
+    with get_client(sync_client=True) as client:
+        while time.monotonic() < deadline:
+            runs = client.read_task_runs(
+                flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[run_id])),
+                sort=TaskRunSort.EXPECTED_START_TIME_ASC,
+                limit=200,
+            )
+            states = {r.name: r.state.name for r in runs if r.state is not None}
+            if len(states) >= expected and all(s not in ("Pending", "Running") for s in states.values()):
+                return states
+            time.sleep(0.5)
+    return states
+
+
+def set_option(config: Path, section: str, line: str) -> None:
+    """Set `key = value` under `[section]` of a TOML config copy, replacing an existing value."""
+    text = config.read_text()
+    header = f"[{section}]\n"
+    assert header in text, f"{section} not in {config}"
+    head, body = text.split(header, 1)
+    key = line.split("=", 1)[0].strip()
+    section_text, sep, rest = body.partition("\n[")
+    kept = [row for row in section_text.splitlines() if row.split("=", 1)[0].strip() != key]
+    config.write_text(head + header + "\n".join([line, *kept]) + "\n" + sep + rest)

@@ -1,0 +1,324 @@
+"""The clean step, called directly: seeds acceptance, HTML, Markdown, normalisation, rules, config errors."""
+from __future__ import annotations
+
+import difflib
+import hashlib
+import re
+import shutil
+from pathlib import Path
+
+import pytest
+
+from tasks.base import ConfigError
+from tasks.clean import Cleaner, CleanOptions
+from tasks.document import Document
+
+ROOT = Path(__file__).resolve().parent.parent
+SEEDS = ROOT / "seeds"
+CONFIG = ROOT / "config"
+# Lines of seed 000 that are tweet embeds: 004 (a copy without embeds) does not have them.
+EMBED_LINES = (
+    "Astonishing footage of last night's drone attack on the Kremlin",
+    "More footage from another angle",
+)
+FORBIDDEN = (
+    "pic.twitter.com",
+    "This comment contains spoilers",
+    "To suggest a correction",
+    "You can also highlight",
+    "Comments (",
+    "Puny Putin continues to dig his hole",
+    "Internal attacks by Russian partisan groups",
+    "@francis_scarr",
+)
+
+
+def make_doc(text: str, fmt: str = "text", doc_id: str = "doc") -> Document:
+    return Document(id=doc_id, path=f"{doc_id}.txt", sha256="0" * 64, text=text, meta={"format": fmt})
+
+
+def clean(*docs: Document, **options: object) -> list[Document]:
+    step = Cleaner(CleanOptions(**options), config_dir=CONFIG)
+    step.setup()
+    return step.process(list(docs))
+
+
+def clean_one(text: str, fmt: str = "text", **options: object) -> Document:
+    return clean(make_doc(text, fmt), **options)[0]
+
+
+def flat(text: str) -> str:
+    return " ".join(text.split())
+
+
+@pytest.fixture(scope="module")
+def seeds() -> dict[str, Document]:
+    paths = sorted(SEEDS.glob("*.txt"))
+    assert len(paths) == 5
+    docs = [make_doc(p.read_text(encoding="utf-8"), doc_id=p.name[:3]) for p in paths]
+    return {doc.id: doc for doc in clean(*docs)}
+
+
+# --- seeds ---------------------------------------------------------------------------------
+
+def test_seeds_stay_ok_and_keep_format(seeds: dict[str, Document]) -> None:
+    for doc in seeds.values():
+        assert doc.status == "ok", (doc.id, doc.reason)
+        assert doc.meta["format"] == "text"
+        assert doc.steps[-1].step == "clean"
+
+
+def test_leading_date_line_becomes_meta(seeds: dict[str, Document]) -> None:
+    for doc_id in ("000", "001", "002", "003"):
+        assert seeds[doc_id].meta["date"] == "2023-05-03"
+        assert not seeds[doc_id].text.startswith("date")
+        assert "2023-05-03" not in seeds[doc_id].text.split("\n")[0]
+    assert "date" not in seeds["004"].meta
+    assert seeds["000"].text.startswith("Russia has said Ukraine attacked the Kremlin")
+
+
+@pytest.mark.parametrize("needle", FORBIDDEN)
+def test_no_boilerplate_left(seeds: dict[str, Document], needle: str) -> None:
+    for doc in seeds.values():
+        assert needle not in doc.text, doc.id
+
+
+def test_tweet_text_before_embed_tail_is_kept(seeds: dict[str, Document]) -> None:
+    lines = seeds["000"].text.split("\n")
+    assert EMBED_LINES[0] in lines
+    assert "The Russian authorities said they reserve the right…" in seeds["002"].text.split("\n")
+
+
+def test_001_and_004_are_nearly_identical(seeds: dict[str, Document]) -> None:
+    a = [line for line in seeds["001"].text.split("\n") if line]
+    b = [line for line in seeds["004"].text.split("\n") if line]
+    only_a, only_b = set(a) - set(b), set(b) - set(a)
+    assert only_b == set()
+    assert all(line.startswith(EMBED_LINES) for line in only_a)
+    assert difflib.SequenceMatcher(None, "\n".join(a), "\n".join(b)).ratio() > 0.95
+
+
+def test_000_is_contained_in_001_and_004(seeds: dict[str, Document]) -> None:
+    lines = [line for line in seeds["000"].text.split("\n") if line]
+    paragraphs = [line for line in lines if not re.sub(r"^\W+", "", line).startswith(EMBED_LINES)]
+    assert len(paragraphs) == 2
+    for other in ("001", "004"):
+        for paragraph in paragraphs:
+            assert flat(paragraph) in flat(seeds[other].text), other
+
+
+def test_paragraph_breaks_are_kept(seeds: dict[str, Document]) -> None:
+    assert seeds["003"].text.count("\n\n") >= 10
+    assert "\n\n\n" not in seeds["004"].text
+
+
+# --- HTML ----------------------------------------------------------------------------------
+
+PAGE = """<!doctype html><html><head>
+<title>Drone attack | Example News</title>
+<link rel="canonical" href="https://example.com/news/drones">
+<meta property="article:published_time" content="2023-05-03T09:30:00Z">
+<style>p { color: red }</style><script>var tracking = "SCRIPT_TEXT";</script>
+</head><body>
+<header><a href="/">Example News</a> HEADER_TEXT</header>
+<nav><a href="/world">World</a> <a href="/sport">Sport</a> NAV_TEXT</nav>
+<div class="content">
+<h1>Drones over the Kremlin</h1>
+<p>First paragraph of the story, with <a href="/x">one link</a> inside a long sentence of prose.</p>
+<p>Second paragraph&nbsp;keeps going with more words about what happened overnight.</p>
+<ul><li><a href="/a">Related story one</a></li><li><a href="/b">Related story two</a></li>
+<li><a href="/c">Related story three</a></li></ul>
+<p>Third paragraph closes the article.<br>With a line break.</p>
+</div>
+<footer>FOOTER_TEXT <a href="/about">About us</a></footer>
+<noscript>NOSCRIPT_TEXT</noscript><iframe src="/ad">IFRAME_TEXT</iframe>
+</body></html>"""
+
+
+def test_html_main_text_and_metadata() -> None:
+    doc = clean_one(PAGE, "html")
+    assert doc.status == "ok"
+    for junk in ("SCRIPT_TEXT", "color: red", "HEADER_TEXT", "NAV_TEXT", "FOOTER_TEXT", "NOSCRIPT_TEXT",
+                 "IFRAME_TEXT", "Related story", "About us"):
+        assert junk not in doc.text
+    paragraphs = doc.text.split("\n\n")
+    assert paragraphs[0] == "Drones over the Kremlin"
+    assert paragraphs[1] == "First paragraph of the story, with one link inside a long sentence of prose."
+    assert paragraphs[2] == "Second paragraph keeps going with more words about what happened overnight."
+    assert paragraphs[3] == "Third paragraph closes the article.\nWith a line break."
+    assert doc.meta == {
+        "format": "html",
+        "title": "Drone attack | Example News",
+        "url": "https://example.com/news/drones",
+        "date": "2023-05-03",
+    }
+
+
+def test_html_link_density_is_an_option() -> None:
+    kept = clean_one(PAGE, "html", link_density_max=1.0)
+    assert "Related story one" in kept.text
+
+
+def test_html_prefers_marked_article_over_sidebar_teasers() -> None:
+    story = " ".join(["The article body sentence number %d is here." % i for i in range(30)])
+    html = (
+        "<html><body><div class='teasers'><p>Teaser one is short.</p><p>Teaser two is short.</p></div>"
+        f"<article><p>{story}</p></article></body></html>"
+    )
+    doc = clean_one(html, "html")
+    assert doc.text == story
+
+
+def test_html_nested_10000_levels_does_not_crash() -> None:
+    depth = 10_000
+    html = "<html><body>" + "<div>" * depth + "<p>Deep text here.</p>" + "</div>" * depth + "</body></html>"
+    doc = clean_one(html, "html")
+    if doc.status == "ok":
+        assert doc.text == "Deep text here."
+    else:
+        assert doc.status == "rejected" and doc.reason
+
+
+def test_html_nested_inline_10000_levels_does_not_crash() -> None:
+    depth = 10_000
+    html = "<html><body><p>" + "<span><a href='x'>" * depth + "deep" + "</a></span>" * depth + "</p></body></html>"
+    doc = clean_one(html, "html")
+    assert doc.status in ("ok", "rejected")
+    assert doc.status == "ok" or doc.reason
+
+
+def test_html_with_only_furniture_is_rejected() -> None:
+    doc = clean_one("<html><body><nav><a href='/'>Home</a></nav><script>x()</script></body></html>", "html")
+    assert doc.status == "rejected"
+    assert doc.reason == "empty after cleaning"
+
+
+# --- Markdown ------------------------------------------------------------------------------
+
+def test_markdown_markup_is_stripped() -> None:
+    md = (
+        "---\ntitle: Front matter title\ndate: 2023-05-03\n---\n"
+        "# Drones over *Moscow* #\n\n"
+        "Some **bold** and _italic_ text with a [link to source](https://example.com \"t\") and `code`.\n"
+        "![a chart](chart.png)\n\n"
+        "> A quoted <b>statement</b>.\n\n"
+        "- first item\n- second item\n\n"
+        "snake_case_name stays intact.\n"
+    )
+    doc = clean_one(md, "markdown")
+    assert doc.text == (
+        "Drones over Moscow\n\n"
+        "Some bold and italic text with a link to source and code.\n\n"
+        "A quoted statement.\n\n"
+        "first item\nsecond item\n\n"
+        "snake_case_name stays intact."
+    )
+    assert doc.meta == {"format": "markdown", "title": "Front matter title", "date": "2023-05-03"}
+
+
+# --- normalisation -------------------------------------------------------------------------
+
+def test_nfc_control_characters_and_whitespace() -> None:
+    raw = "  Cafe\u0301\x00 au\tlait\x07\u00a0 here  \r\n\r\n\r\n\r\nSecond\u200b line\x1b.\n"
+    doc = clean_one(raw)
+    assert doc.text == "Caf\u00e9 au lait here\n\nSecond line."
+    assert all(ch == "\n" or ch >= " " for ch in doc.text)
+
+
+def test_repeated_lines_are_dropped_but_short_and_twice_seen_lines_kept() -> None:
+    furniture = "Subscribe to our channel for more news"
+    twice = "This sentence appears exactly twice here."
+    raw = "\n".join(["Real opening paragraph.", furniture, "Yes", twice, "Yes", furniture, "Yes",
+                     "Middle paragraph.", twice, furniture, "Closing paragraph."])
+    doc = clean_one(raw)
+    lines = doc.text.split("\n")
+    assert furniture not in lines
+    assert lines.count(twice) == 2
+    assert lines.count("Yes") == 3
+    assert "Closing paragraph." in lines
+    assert clean_one(raw, repeated_line_min_count=0).text.count(furniture) == 3
+
+
+def test_repeated_line_min_count_of_one_is_refused() -> None:
+    with pytest.raises(ValueError):
+        CleanOptions(repeated_line_min_count=1)
+
+
+def test_empty_after_cleaning_is_rejected() -> None:
+    doc = clean_one(" date 2023-05-03 \nComments (12)\nFirst!")
+    assert doc.status == "rejected"
+    assert doc.reason == "empty after cleaning"
+    assert doc.meta["date"] == "2023-05-03"
+    assert doc.steps[-1].step == "clean"
+
+
+def test_inactive_documents_pass_through_unchanged() -> None:
+    rejected = make_doc("Comments (1)").reject("too short")
+    duplicate = make_doc("some text").evolve(status="duplicate", duplicate_of="x")
+    fresh = make_doc("Kept text.")
+    out = clean(rejected, duplicate, fresh)
+    assert out[0] is rejected and out[1] is duplicate
+    assert out[2].text == "Kept text."
+
+
+# --- configuration -------------------------------------------------------------------------
+
+def write_rules(tmp_path: Path, body: str) -> Cleaner:
+    (tmp_path / "rules.toml").write_text(body, encoding="utf-8")
+    return Cleaner(CleanOptions(rules="rules.toml"), config_dir=tmp_path)
+
+
+def test_missing_rules_file_is_a_config_error(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="nope.toml"):
+        Cleaner(CleanOptions(rules="nope.toml"), config_dir=tmp_path).setup()
+
+
+def test_bad_toml_is_a_config_error(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"rules\.toml.*invalid TOML"):
+        write_rules(tmp_path, "[[strip]\nname = ").setup()
+
+
+def test_invalid_regex_names_the_rule(tmp_path: Path) -> None:
+    step = write_rules(tmp_path, '[[drop_line]]\nname = "broken"\npattern = "(unclosed"\n')
+    with pytest.raises(ConfigError, match=r"rules\.toml.*drop_line.*'broken'.*invalid regex"):
+        step.setup()
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        ('[[strp]]\nname = "x"\npattern = "y"\n', "unknown rule kind"),
+        ('[[metadata]]\nname = "x"\npattern = "^date"\n', "named group"),
+        ('[[cut_from]]\nname = "x"\npattern = ".*"\n', "empty string"),
+        ('[[strip]]\npattern = "y"\n', "name"),
+        ('[[strip]]\nname = "x"\npattern = "y"\nflags = "i"\n', "unknown key"),
+    ],
+)
+def test_malformed_rules_are_config_errors(tmp_path: Path, body: str, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        write_rules(tmp_path, body).setup()
+
+
+def test_fingerprint_follows_rules_file_contents(tmp_path: Path) -> None:
+    shutil.copy(CONFIG / "boilerplate.toml", tmp_path / "boilerplate.toml")
+    step = Cleaner(config_dir=tmp_path)
+    before = step.fingerprint()
+    assert step.fingerprint_extra() == {
+        "rules_sha256": hashlib.sha256((tmp_path / "boilerplate.toml").read_bytes()).hexdigest()
+    }
+    with (tmp_path / "boilerplate.toml").open("a", encoding="utf-8") as fh:
+        fh.write('\n[[drop_line]]\nname = "extra"\npattern = "^Extra$"\n')
+    assert Cleaner(config_dir=tmp_path).fingerprint() != before
+    assert Cleaner(CleanOptions(link_density_max=0.4), config_dir=tmp_path).fingerprint() != before
+
+
+def test_rules_come_from_the_file(tmp_path: Path) -> None:
+    step = write_rules(
+        tmp_path,
+        '[[metadata]]\nname = "by"\npattern = \'\'\'^By (?P<author>[A-Z][a-z]+)\\s*\'\'\'\n'
+        '[[strip]]\nname = "promo"\npattern = \'\'\'\\s*\\[promo\\]\'\'\'\n',
+    )
+    step.setup()
+    doc = step.process([make_doc("By Alice The story [promo] goes on.\nComments (3)\nStill here.")])[0]
+    assert doc.meta["author"] == "Alice"
+    assert doc.text == "The story goes on.\nComments (3)\nStill here."

@@ -1,0 +1,132 @@
+"""The whole pipeline on Prefect, end to end, on the seeds: results, caching, states."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from conftest import SEEDS
+from flowkit import computed, records, run_flow, set_option, task_run_states
+
+pytestmark = pytest.mark.slow
+
+BOILERPLATE = ("pic.twitter.com", "This comment contains spoilers", "To suggest a correction", "Comments (")
+COMMENT_TEXT = ("Puny Putin continues", "Internal attacks by Russian partisan groups", "Slava Ukraini")
+
+
+@pytest.fixture(scope="module")
+def seeds_run(prefect_server: None, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict, dict]:
+    out = tmp_path_factory.mktemp("seeds-out")
+    first = run_flow(SEEDS, out)
+    second = run_flow(SEEDS, out)
+    return out, first, second
+
+
+def test_seed_clusters_and_languages(seeds_run: tuple[Path, dict, dict]) -> None:
+    out, first, _ = seeds_run
+    recs = records(out)
+    assert len(recs) == 5 and first["documents"] == 5 and first["files"] == 5
+    by_prefix = {doc_id[:3]: r for doc_id, r in recs.items()}
+    canonical = by_prefix["000"]["cluster"]
+    assert canonical[:3] in ("004", "001")
+    assert {by_prefix[p]["cluster"] for p in ("000", "001", "004")} == {canonical}
+    assert {by_prefix[p]["status"] for p in ("000", "001", "004") if p != canonical[:3]} == {"duplicate"}
+    assert recs[canonical]["status"] == "ok" and recs[canonical]["duplicate_of"] is None
+    for p in ("000", "001", "004"):
+        if p != canonical[:3]:
+            assert by_prefix[p]["duplicate_of"] == canonical
+    for p in ("002", "003"):
+        assert by_prefix[p]["cluster"] == by_prefix[p]["id"]
+        assert by_prefix[p]["status"] == "ok"
+    assert first["counts"] == {"duplicate": 2, "ok": 3}
+    assert all(r["lang"] == "en" for r in recs.values() if r["status"] == "ok")
+    for p in ("000", "001", "002", "003"):
+        assert by_prefix[p]["meta"]["date"] == "2023-05-03"
+
+
+def test_seed_cleaning_removes_boilerplate(seeds_run: tuple[Path, dict, dict]) -> None:
+    out, _, _ = seeds_run
+    for record in records(out).values():
+        for needle in BOILERPLATE + COMMENT_TEXT:
+            assert needle not in record["text"], (record["id"], needle)
+        assert not record["text"].startswith((" date", "date"))
+
+
+def test_seed_entities_have_corpus_canonical_names(seeds_run: tuple[Path, dict, dict]) -> None:
+    out, first, _ = seeds_run
+    entities = [e for r in records(out).values() for e in r["entities"]]
+    people = {e["canonical"] for e in entities if e["label"] == "PERSON"}
+    places = {e["canonical"] for e in entities if e["label"] == "GPE"}
+    assert any("Putin" in name for name in people)
+    assert any("Zelensky" in name for name in people)
+    assert {"Moscow", "Ukraine", "Russia"} <= places
+    putin = {e["canonical"] for e in entities if e["label"] == "PERSON" and "putin" in e["text"].lower()}
+    assert len(putin) == 1, putin
+    for record in records(out).values():
+        for e in record["entities"]:
+            assert record["text"][e["start"] : e["end"]] == e["text"]
+    assert first["entities"] == len(entities)
+
+
+def test_second_run_computes_nothing_and_shards_are_cached(seeds_run: tuple[Path, dict, dict]) -> None:
+    _, first, second = seeds_run
+    assert all(n > 0 for n in computed(first).values())
+    assert computed(second) == {name: 0 for name in first["steps"]}
+    assert second["read"]["computed"] == 0
+    assert {k: v for k, v in second.items() if k not in ("run_id", "read", "steps")} == {
+        k: v for k, v in first.items() if k not in ("run_id", "read", "steps")
+    }
+    states = task_run_states(second["run_id"], expected=10)
+    shard_tasks = {name: state for name, state in states.items() if not name.startswith(("discover", "publish"))}
+    assert {"read-0", "clean-0", "dedupe-0", "language-0", "entities-0"} <= set(shard_tasks)
+    assert set(shard_tasks.values()) == {"Cached"}, states
+    assert states["publish"] == "Completed"
+
+
+def test_outputs_written_and_identical_on_republish(seeds_run: tuple[Path, dict, dict], tmp_path: Path) -> None:
+    out, _, _ = seeds_run
+    for name in ("documents.jsonl", "documents.parquet", "entities.parquet", "textmill.sqlite", "manifest.json"):
+        assert (out / name).stat().st_size > 0
+    assert not list(out.glob(".*.tmp"))
+
+
+def test_run_name_includes_corpus(seeds_run: tuple[Path, dict, dict]) -> None:
+    _, first, _ = seeds_run
+    assert first["run_name"] == "textmill-seeds"
+
+
+def test_adding_one_file_computes_one_document(prefect_server: None, seeds_copy: Path, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    run_flow(seeds_copy, out)
+    (seeds_copy / "new" ).mkdir()
+    (seeds_copy / "new" / "harvest.txt").write_text(
+        "Farmers in the Loire valley began the grape harvest a week early this year after a hot, dry summer.\n"
+        "Growers said the crop was smaller but of unusually high quality, and prices are expected to rise.\n"
+    )
+    manifest = run_flow(seeds_copy, out)
+    assert computed(manifest) == {"clean": 1, "dedupe": 1, "language": 1, "entities": 1, "publish": 6}
+    assert manifest["read"]["computed"] == 1
+    assert records(out)["new/harvest.txt"]["lang"] == "en"
+
+
+def test_changing_options_recomputes_that_step_and_later(
+    prefect_server: None, seeds_copy: Path, config_copy: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "out"
+    run_flow(seeds_copy, out, config_copy)
+    set_option(config_copy, "steps.language", "max_chars = 4000")
+    manifest = run_flow(seeds_copy, out, config_copy)
+    assert computed(manifest) == {"clean": 0, "dedupe": 0, "language": 3, "entities": 3, "publish": 5}
+
+
+def test_bumping_a_step_version_recomputes_that_step_and_later(
+    prefect_server: None, seeds_copy: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from tasks.dedupe import Deduplicator
+
+    out = tmp_path / "out"
+    run_flow(seeds_copy, out)
+    monkeypatch.setattr(Deduplicator, "version", Deduplicator.version + "-next")
+    manifest = run_flow(seeds_copy, out)
+    assert computed(manifest) == {"clean": 0, "dedupe": 5, "language": 3, "entities": 3, "publish": 5}
+    assert manifest["step_versions"]["dedupe"].endswith("-next")

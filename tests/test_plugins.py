@@ -1,0 +1,121 @@
+"""Third-party steps: registered from outside the package, placed by config alone."""
+from __future__ import annotations
+
+import importlib
+import shutil
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from conftest import CONFIG, SEEDS
+from flowkit import computed, records, run_flow
+from flows.config import load_config
+from tasks.base import ConfigError
+from tasks.registry import load_registry
+
+PLUGIN = '''
+from pydantic import Field
+
+from tasks.base import DocumentStep, StepOptions
+
+
+class WordCountOptions(StepOptions):
+    field: str = Field("words", description="meta key to write")
+    fail: bool = Field(False, description="raise, to test failure handling")
+
+
+class WordCounter(DocumentStep):
+    """Counts words into meta."""
+
+    name = "wordcount"
+    version = "1"
+    Options = WordCountOptions
+
+    def process(self, docs):
+        if self.options.fail:
+            raise RuntimeError("wordcount was told to fail")
+        return [self.stamp(d, meta={**d.meta, self.options.field: len(d.text.split())}) for d in docs]
+'''
+
+
+@pytest.fixture
+def plugin(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A throwaway distribution, `textmill-wordcount`, installed by putting it on sys.path."""
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "textmill_wordcount.py").write_text(PLUGIN)
+    dist = site / "textmill_wordcount-0.1.dist-info"
+    dist.mkdir()
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: textmill-wordcount\nVersion: 0.1\n")
+    (dist / "entry_points.txt").write_text("[textmill.steps]\nwordcount = textmill_wordcount:WordCounter\n")
+    monkeypatch.syspath_prepend(str(site))
+    importlib.invalidate_caches()
+    return site
+
+
+def config_with_plugin(tmp_path: Path, options: str = "") -> Path:
+    folder = tmp_path / "config"
+    shutil.copytree(CONFIG.parent, folder, ignore=shutil.ignore_patterns("__pycache__", "__init__.py"))
+    path = folder / "pipeline.toml"
+    text = path.read_text().replace('steps = ["clean", "dedupe"', 'steps = ["clean", "wordcount", "dedupe"')
+    path.write_text(text + f"\n[steps.wordcount]\nfield = \"word_count\"\n{options}\n")
+    return path
+
+
+def test_plugin_is_discovered_through_entry_points(plugin: Path) -> None:
+    assert "wordcount" in load_registry()
+
+
+@pytest.mark.slow
+def test_plugin_runs_between_two_builtin_steps(prefect_server: None, plugin: Path, tmp_path: Path) -> None:
+    config = config_with_plugin(tmp_path)
+    manifest = run_flow(SEEDS, tmp_path / "out", config)
+    assert list(manifest["steps"]) == ["clean", "wordcount", "dedupe", "language", "entities", "publish"]
+    assert computed(manifest)["wordcount"] == 5
+    for record in records(tmp_path / "out").values():
+        assert record["meta"]["word_count"] == len(record["text"].split())
+        assert [s["step"] for s in record["steps"]][:2] == ["clean", "wordcount"]
+
+
+@pytest.mark.slow
+def test_a_failing_shard_fails_the_run(prefect_server: None, plugin: Path, tmp_path: Path) -> None:
+    config = config_with_plugin(tmp_path, "fail = true")
+    with pytest.raises(RuntimeError, match="wordcount was told to fail"):
+        run_flow(SEEDS, tmp_path / "out", config)
+    assert not (tmp_path / "out" / "documents.jsonl").exists()
+
+
+def test_unknown_step_names_the_installed_ones(tmp_path: Path) -> None:
+    path = tmp_path / "pipeline.toml"
+    path.write_text('[pipeline]\nsteps = ["clean", "dedup"]\n')
+    with pytest.raises(ConfigError, match=r"unknown step 'dedup'; installed steps: .*dedupe"):
+        load_config(path)
+
+
+def test_bad_option_names_the_valid_ones(tmp_path: Path) -> None:
+    path = tmp_path / "pipeline.toml"
+    path.write_text('[pipeline]\nsteps = ["language"]\n[steps.language]\nmin_scor = 0.5\n')
+    with pytest.raises(ConfigError, match=r"unknown option 'min_scor'; valid options: .*min_score"):
+        load_config(path)
+
+
+def test_bad_option_value_is_reported(tmp_path: Path) -> None:
+    path = tmp_path / "pipeline.toml"
+    path.write_text('[pipeline]\nsteps = ["publish"]\n[steps.publish]\nformats = ["csv"]\n')
+    with pytest.raises(ConfigError, match=r"\[steps.publish\] option 'formats.0'.*'jsonl', 'parquet' or 'sqlite'"):
+        load_config(path)
+
+
+def test_sink_must_be_last(tmp_path: Path) -> None:
+    path = tmp_path / "pipeline.toml"
+    path.write_text('[pipeline]\nsteps = ["publish", "clean"]\n')
+    with pytest.raises(ConfigError, match="must be the last step"):
+        load_config(path)
+
+
+def test_unknown_config_section_is_an_error(tmp_path: Path) -> None:
+    path = tmp_path / "pipeline.toml"
+    path.write_text(textwrap.dedent('[pipeline]\nsteps = ["clean"]\n[runn]\nworkers = 2\n'))
+    with pytest.raises(ConfigError, match="runn"):
+        load_config(path)

@@ -1,0 +1,92 @@
+"""The reader: every file or JSON Lines line becomes exactly one record, bad input a rejection."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from tasks.read import discover, read_source
+
+
+def read_all(root: Path, max_bytes: int = 10_000_000) -> dict[str, object]:
+    docs = {}
+    for src in discover(root):
+        for doc in read_source(root, src, max_bytes):
+            docs[doc.id] = doc
+    return docs
+
+
+def test_discover_is_recursive_sorted_and_skips_hidden_folders(tmp_path: Path) -> None:
+    (tmp_path / "b").mkdir()
+    (tmp_path / "b" / "z.txt").write_text("zed")
+    (tmp_path / "a.md").write_text("# a")
+    (tmp_path / ".git").mkdir()
+    (tmp_path / ".git" / "config").write_text("x")
+    (tmp_path / ".hidden.txt").write_text("hidden files are still inputs")
+    ids = [s.id for s in discover(tmp_path)]
+    assert ids == [".hidden.txt", "a.md", "b/z.txt"]
+
+
+def test_discover_excludes_output_folder_inside_corpus(tmp_path: Path) -> None:
+    (tmp_path / "doc.txt").write_text("text")
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "documents.jsonl").write_text("{}")
+    assert [s.id for s in discover(tmp_path, exclude=tmp_path / "out")] == ["doc.txt"]
+
+
+def test_bad_inputs_become_rejections_with_reasons(tmp_path: Path) -> None:
+    (tmp_path / "empty.txt").write_bytes(b"")
+    (tmp_path / "blank.txt").write_bytes(b"  \n\t\n")
+    (tmp_path / "binary.txt").write_bytes(b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR" * 10)
+    (tmp_path / "report.pdf").write_bytes(b"%PDF-1.4")
+    (tmp_path / "big.txt").write_bytes(b"a" * 2048)
+    docs = read_all(tmp_path, max_bytes=1024)
+    reasons = {doc_id: doc.reason for doc_id, doc in docs.items()}
+    assert all(doc.status == "rejected" for doc in docs.values())
+    assert reasons["empty.txt"] == "empty file"
+    assert reasons["blank.txt"] == "empty file"
+    assert reasons["binary.txt"].startswith("binary content")
+    assert reasons["report.pdf"].startswith("unsupported file type .pdf")
+    assert reasons["big.txt"] == "file too large: 2048 bytes exceeds max_bytes=1024"
+
+
+def test_latin1_is_detected_and_garbage_rejected(tmp_path: Path) -> None:
+    latin = "Le café de la gare était fermé à cause de la grève, déclara François."
+    (tmp_path / "latin1.txt").write_bytes(((latin + "\n") * 3).encode("latin-1"))
+    (tmp_path / "garbage.txt").write_bytes(bytes(range(0x80, 0x100)) * 4 + b"\x01\x02\x03\x04" * 64)
+    docs = read_all(tmp_path)
+    assert docs["latin1.txt"].status == "ok"
+    assert "café" in docs["latin1.txt"].text
+    assert docs["latin1.txt"].meta["encoding"] != "utf-8"
+    assert docs["garbage.txt"].status == "rejected"
+    assert docs["garbage.txt"].reason.startswith(("undecodable", "binary"))
+
+
+def test_jsonl_one_record_per_line_bad_lines_rejected(tmp_path: Path) -> None:
+    lines = [
+        json.dumps({"id": "a-1", "text": "First document.", "meta": {"url": "http://x"}}),
+        "{not json",
+        json.dumps({"text": ""}),
+        "",
+        json.dumps(["a", "list"]),
+        json.dumps({"text": "<p>Some <b>html</b></p>", "format": "html"}),
+    ]
+    (tmp_path / "batch.jsonl").write_text("\n".join(lines) + "\n")
+    docs = read_all(tmp_path)
+    assert sorted(docs) == [f"batch.jsonl#{n}" for n in range(1, 7)]
+    first = docs["batch.jsonl#1"]
+    assert first.status == "ok" and first.text == "First document."
+    assert first.meta == {"url": "http://x", "format": "text", "line": 1, "source_id": "a-1"}
+    assert docs["batch.jsonl#2"].reason.startswith("invalid JSON")
+    assert docs["batch.jsonl#3"].reason.startswith("invalid record: missing or empty 'text'")
+    assert docs["batch.jsonl#4"].reason == "empty line"
+    assert docs["batch.jsonl#5"].reason == "invalid record: a line must be a JSON object"
+    assert docs["batch.jsonl#6"].meta["format"] == "html"
+    assert len({d.sha256 for d in docs.values()}) == 6
+
+
+def test_utf8_bom_and_formats(tmp_path: Path) -> None:
+    (tmp_path / "bom.txt").write_bytes("\ufeffHello world".encode("utf-8"))
+    (tmp_path / "page.HTM").write_text("<html><body><p>x</p></body></html>")
+    docs = read_all(tmp_path)
+    assert docs["bom.txt"].text == "Hello world"
+    assert docs["page.HTM"].meta["format"] == "html"
