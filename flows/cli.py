@@ -86,8 +86,10 @@ def steps() -> None:
     for name, cls in sorted(load_registry().items()):
         doc = (cls.__doc__ or "").strip().splitlines()[0] if cls.__doc__ else ""
         table = Table(title=f"{name} (v{cls.version}, {cls.scope} scope) — {cls.__module__}.{cls.__name__}", title_justify="left", caption=doc, caption_justify="left")
-        for column in ("option", "type", "default", "description"):
-            table.add_column(column)
+        table.add_column("option", no_wrap=True)
+        table.add_column("type", no_wrap=True)
+        table.add_column("default")
+        table.add_column("description")
         for row in describe_options(cls):
             table.add_row(*row)
         Console().print(table)
