@@ -12,6 +12,8 @@ from tasks.atomic import write_atomic
 from tasks.document import Document
 
 TOP_ENTITIES = 10
+# Numbers, dates and amounts are entities to spaCy but say nothing about what a corpus is about.
+UNNAMED_LABELS = frozenset({"CARDINAL", "ORDINAL", "DATE", "TIME", "PERCENT", "MONEY", "QUANTITY"})
 
 
 @dataclass
@@ -51,7 +53,8 @@ class CorpusStats:
             elif doc.status == "ok":
                 languages[doc.lang or "none"] += 1
             for ent in doc.entities:
-                names[(ent.canonical or ent.text, ent.label)] += 1
+                if ent.label not in UNNAMED_LABELS:
+                    names[(ent.canonical or ent.text, ent.label)] += 1
             entities += len(doc.entities)
             yield doc
         top = sorted(names.items(), key=lambda kv: (-kv[1], kv[0]))[:TOP_ENTITIES]
