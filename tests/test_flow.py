@@ -1,6 +1,8 @@
 """The whole pipeline on Prefect, end to end, on the seeds: results, caching, states."""
 from __future__ import annotations
 
+import json
+import sqlite3
 from pathlib import Path
 
 import pytest
@@ -14,11 +16,20 @@ BOILERPLATE = ("pic.twitter.com", "This comment contains spoilers", "To suggest 
 COMMENT_TEXT = ("Puny Putin continues", "Internal attacks by Russian partisan groups", "Slava Ukraini")
 
 
+OUTPUTS = ("documents.jsonl", "documents.parquet", "entities.parquet", "textmill.sqlite")
+
+
+def snapshot(out: Path) -> dict[str, tuple[int, bytes]]:
+    return {name: ((out / name).stat().st_mtime_ns, (out / name).read_bytes()) for name in OUTPUTS}
+
+
 @pytest.fixture(scope="module")
 def seeds_run(prefect_server: None, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict, dict]:
     out = tmp_path_factory.mktemp("seeds-out")
     first = run_flow(SEEDS, out)
+    before = snapshot(out)
     second = run_flow(SEEDS, out)
+    assert snapshot(out) == before, "a second identical run must leave the published files untouched"
     return out, first, second
 
 
@@ -83,11 +94,27 @@ def test_second_run_computes_nothing_and_shards_are_cached(seeds_run: tuple[Path
     assert states["publish"] == "Completed"
 
 
-def test_outputs_written_and_identical_on_republish(seeds_run: tuple[Path, dict, dict], tmp_path: Path) -> None:
-    out, _, _ = seeds_run
-    for name in ("documents.jsonl", "documents.parquet", "entities.parquet", "textmill.sqlite", "manifest.json"):
-        assert (out / name).stat().st_size > 0
+def test_outputs_written_completely(seeds_run: tuple[Path, dict, dict]) -> None:
+    import pyarrow.parquet as pq
+
+    out, first, _ = seeds_run
+    assert pq.read_table(out / "documents.parquet").num_rows == 5
+    assert pq.read_table(out / "entities.parquet").num_rows == first["entities"]
+    assert json.loads((out / "manifest.json").read_text())["run_id"] != first["run_id"]
+    with sqlite3.connect(out / "textmill.sqlite") as db:
+        assert db.execute("SELECT count(*) FROM documents").fetchone() == (5,)
+        assert db.execute("SELECT count(*) FROM entities").fetchone() == (first["entities"],)
     assert not list(out.glob(".*.tmp"))
+
+
+def test_republishing_changes_no_file(prefect_server: None, seeds_copy: Path, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    run_flow(seeds_copy, out)
+    before = snapshot(out)
+    (out / ".textmill" / "published.json").unlink()
+    manifest = run_flow(seeds_copy, out)
+    assert manifest["steps"]["publish"]["computed"] == 5
+    assert snapshot(out) == before
 
 
 def test_run_name_includes_corpus(seeds_run: tuple[Path, dict, dict]) -> None:
