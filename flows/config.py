@@ -35,7 +35,7 @@ class InputSection(Section):
 
 class RunSection(Section):
     shard_size: int = Field(500, gt=0, description="Target documents per shard task.")
-    workers: int = Field(default_factory=lambda: os.cpu_count() or 1, gt=0, description="Thread pool size.")
+    workers: int = Field(default_factory=lambda: os.cpu_count() or 1, gt=0, description="Shard tasks run at once by `textmill run` (threads).")
     retries: int = Field(3, ge=0, description="Retries of a task after a transient failure.")
     retry_delay_seconds: float = Field(1.0, ge=0, description="First retry delay; doubles each retry.")
     retry_jitter_factor: float = Field(0.5, ge=0, description="Random spread added to each delay.")

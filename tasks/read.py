@@ -76,7 +76,7 @@ def read_source(root: Path, src: SourceFile, max_bytes: int) -> list[Document]:
     base = Document(id=src.id, path=src.id, sha256=src.sha256, meta={"format": fmt or "unknown"})
     if fmt is None:
         suffix = Path(src.id).suffix or "(none)"
-        return [base.reject(f"unsupported file type {suffix}; supported: {', '.join(sorted(FORMATS))}")]
+        return [base.reject(f"unsupported file type: {suffix} (supported: {', '.join(sorted(FORMATS))})")]
     if src.size > max_bytes:
         return [base.reject(f"file too large: {src.size} bytes exceeds max_bytes={max_bytes}")]
     try:
@@ -99,7 +99,7 @@ def read_source(root: Path, src: SourceFile, max_bytes: int) -> list[Document]:
 def decode(data: bytes) -> tuple[str, str, str | None]:
     """Decode bytes as UTF-8, else the encoding a detector finds; return (text, encoding, problem)."""
     if b"\x00" in data[:BINARY_SNIFF_BYTES]:
-        return "", "", "binary content (NUL bytes), not text"
+        return "", "", "binary content: NUL bytes, not text"
     try:
         return data.decode("utf-8-sig"), "utf-8", None
     except UnicodeDecodeError:

@@ -45,7 +45,7 @@ def test_bad_inputs_become_rejections_with_reasons(tmp_path: Path) -> None:
     assert reasons["empty.txt"] == "empty file"
     assert reasons["blank.txt"] == "empty file"
     assert reasons["binary.txt"].startswith("binary content")
-    assert reasons["report.pdf"].startswith("unsupported file type .pdf")
+    assert reasons["report.pdf"].startswith("unsupported file type: .pdf")
     assert reasons["big.txt"] == "file too large: 2048 bytes exceeds max_bytes=1024"
 
 
