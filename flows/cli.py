@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, NoReturn, Optional
 
 import typer
 from rich.console import Console
@@ -95,7 +95,7 @@ def steps() -> None:
         Console().print(table)
 
 
-def fail(message: str, code: int = 1) -> None:
+def fail(message: str, code: int = 1) -> NoReturn:
     console.print(f"[bold red]error:[/] {message}")
     raise typer.Exit(code)
 

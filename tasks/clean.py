@@ -8,15 +8,18 @@ from __future__ import annotations
 import hashlib
 import re
 import unicodedata
+from functools import cache
 from pathlib import Path
 from typing import Any, ClassVar
 
+from bs4 import BeautifulSoup, NavigableString, Tag
+from markdown_it import MarkdownIt
 from pydantic import Field, field_validator
 
 from tasks.base import ConfigError, DocumentStep, StepOptions
 from tasks.boilerplate import RuleSet, apply_line_rules, drop_repeated_lines, extract_metadata, load_rules
 from tasks.document import Document
-from tasks.html_text import html_to_text
+from tasks.html_text import BLOCK_TAGS, NON_TEXT_STRINGS, NON_TEXT_TAGS, html_to_text
 
 # Line and page separators become newlines; other control characters and zero-width marks go.
 LINE_BREAKS = str.maketrans(
@@ -60,7 +63,7 @@ class Cleaner(DocumentStep):
     """Extract main text, normalise it, pull leading metadata and remove boilerplate by rules."""
 
     name: ClassVar[str] = "clean"
-    version: ClassVar[str] = "1"
+    version: ClassVar[str] = "2"
     Options: ClassVar[type[StepOptions]] = CleanOptions
     options: CleanOptions
 
@@ -97,14 +100,15 @@ class Cleaner(DocumentStep):
         fmt = doc.meta.get("format", "text")
         page_meta: dict[str, str] = {}
         text = doc.text
-        if fmt == "html":
+        if fmt in ("html", "markdown"):
             try:
-                page = html_to_text(text, options.link_density_max)
+                if fmt == "html":
+                    page = html_to_text(text, options.link_density_max)
+                    text, page_meta = page.text, page.meta
+                else:
+                    text, page_meta = strip_markdown(text)
             except Exception as exc:  # noqa: BLE001 - one hostile page must not take down its shard
-                return self.stamp(doc.reject(f"html extraction failed: {type(exc).__name__}: {exc}"[:300]))
-            text, page_meta = page.text, page.meta
-        elif fmt == "markdown":
-            text, page_meta = strip_markdown(text)
+                return self.stamp(doc.reject(f"{fmt} extraction failed: {type(exc).__name__}: {exc}"[:300]))
         text = normalize_text(text)
         text, leading = extract_metadata(text, self._rules)
         text = normalize_text(apply_line_rules(text, self._rules))
@@ -126,34 +130,31 @@ def normalize_text(text: str) -> str:
     return MANY_NEWLINES.sub("\n\n", text).strip("\n")
 
 
-MD_FENCE = re.compile(r"^[ \t]*(```|~~~).*$", re.MULTILINE)
-MD_FRONT_MATTER = re.compile(r"\A---\n.*?\n(?:---|\.\.\.)\n", re.DOTALL)
+# YAML-ish front matter: only title and date are read, so a small pattern does instead of a YAML parser.
+MD_FRONT_MATTER = re.compile(r"\A---\n.*?\n(?:---|\.\.\.)(?:\n|\Z)", re.DOTALL)
 MD_FRONT_FIELD = re.compile(r"^(title|date):[ \t]*(\S.*?)[ \t]*$", re.MULTILINE | re.IGNORECASE)
-MD_BR = re.compile(r"<br\s*/?>", re.IGNORECASE)
-MD_HTML_COMMENT = re.compile(r"<!--.*?-->", re.DOTALL)
-MD_IMAGE = re.compile(r"!\[[^\]]*\]\([^)]*\)|!\[[^\]]*\]\[[^\]]*\]")
-MD_LINK = re.compile(r"\[([^\]]*)\]\([^)]*\)|\[([^\]]+)\]\[[^\]]*\]")
-MD_AUTOLINK = re.compile(r"<((?:https?|mailto):[^>\s]+)>")
-MD_REF_DEF = re.compile(r"^[ \t]{0,3}\[[^\]]+\]:[ \t]+\S+.*$", re.MULTILINE)
-MD_HTML_TAG = re.compile(r"</?[A-Za-z][^>]*>")
-MD_HEADING = re.compile(r"^[ \t]{0,3}#{1,6}[ \t]+(.*?)(?:[ \t]+#+)?[ \t]*$", re.MULTILINE)
-MD_SETEXT_OR_RULE = re.compile(r"^[ \t]{0,3}(?:[=\-*_][ \t]*){3,}$", re.MULTILINE)
-MD_QUOTE = re.compile(r"^[ \t]{0,3}(?:>[ \t]?)+", re.MULTILINE)
-MD_LIST = re.compile(r"^[ \t]*(?:[-*+]|\d{1,9}[.)])[ \t]+", re.MULTILINE)
-MD_TABLE_RULE = re.compile(r"^[ \t]*\|?[ \t]*:?-{3,}:?[ \t]*(?:\|[ \t]*:?-{3,}:?[ \t]*)*\|?[ \t]*$", re.MULTILINE)
-MD_TABLE_PIPE = re.compile(r"\s*\|\s*")
-MD_EMPHASIS = (
-    re.compile(r"(\*\*|__)(?=\S)(.+?)(?<=\S)\1"),
-    re.compile(r"(?<![\w*])\*(?=\S)(.+?)(?<=\S)\*(?![\w*])"),
-    re.compile(r"(?<![\w_])_(?=\S)(.+?)(?<=\S)_(?![\w_])"),
-    re.compile(r"~~(?=\S)(.+?)(?<=\S)~~"),
-)
-MD_CODE = re.compile(r"`+([^`]*)`+")
+# markdown-it drops whatever lies deeper than maxNesting (default 20: a long `>>>>` mail thread would
+# lose its oldest messages); 100 keeps such text and stays far below the Python recursion limit.
+MD_MAX_NESTING = 100
+# What a boundary of rendered Markdown leaves between the texts either side of it, weakest first.
+MD_SEPARATORS = ("", " ", "\n", "\n\n")
+CELL, LINE, PARAGRAPH = 1, 2, 3
+MD_CELL_TAGS = frozenset({"td", "th"})
+MD_LINE_TAGS = frozenset({"li", "tr", "thead", "tbody", "tfoot", "caption", "dt", "dd"})
+MD_LIST_TAGS = frozenset({"ul", "ol"})
+MD_BLANK_LINES = re.compile(r"[^\S\n]*\n\s*")
+
+
+@cache
+def _markdown_parser() -> MarkdownIt:
+    """CommonMark plus GFM tables and strikethrough; built once per process, since building it is not free."""
+    return MarkdownIt("commonmark", {"maxNesting": MD_MAX_NESTING}).enable(["table", "strikethrough"])
 
 
 def strip_markdown(text: str) -> tuple[str, dict[str, str]]:
     """Markdown -> plain text and front-matter title/date: markup goes, the words (link text too) stay."""
-    text = text.replace("\r\n", "\n")
+    # markdown-it turns NUL into U+FFFD, which normalize_text would keep; other control characters go later.
+    text = text.replace("\r\n", "\n").replace("\x00", "")
     meta: dict[str, str] = {}
     front = MD_FRONT_MATTER.match(text)
     if front:
@@ -165,20 +166,67 @@ def strip_markdown(text: str) -> tuple[str, dict[str, str]]:
             if value:
                 meta.setdefault(key.lower(), value)
         text = text[front.end():]
-    text = MD_HTML_COMMENT.sub("", text)
-    text = MD_BR.sub("\n", text)
-    text = MD_FENCE.sub("", text)
-    text = MD_REF_DEF.sub("", text)
-    text = MD_IMAGE.sub("", text)
-    text = MD_LINK.sub(lambda m: m.group(1) if m.group(1) is not None else m.group(2), text)
-    text = MD_AUTOLINK.sub(r"\1", text)
-    text = MD_HTML_TAG.sub("", text)
-    text = MD_TABLE_RULE.sub("", text)
-    text = MD_HEADING.sub(r"\1", text)
-    text = MD_SETEXT_OR_RULE.sub("", text)
-    text = MD_QUOTE.sub("", text)
-    text = MD_LIST.sub("", text)
-    text = "\n".join(MD_TABLE_PIPE.sub(" ", line).strip() if "|" in line else line for line in text.split("\n"))
-    for pattern in MD_EMPHASIS:
-        text = pattern.sub(lambda m: m.group(m.lastindex or 0), text)
-    return MD_CODE.sub(r"\1", text), meta
+    return rendered_markdown_text(_markdown_parser().render(text)), meta
+
+
+def rendered_markdown_text(html: str) -> str:
+    """The text of Markdown rendered to HTML, all of it: a Markdown file has no page furniture, so
+    none of the HTML path's main-text heuristics apply; only images and scripts, styles and widgets go.
+
+    Table cells share their row's line; list items, rows and soft line breaks keep a line each (as
+    in the source, so line rules still see source lines); other blocks become paragraphs. The walk
+    is iterative because inline HTML can nest deeper than the Python stack.
+    """
+    soup = BeautifulSoup(html, "lxml")
+    chunks: list[str] = []
+    parts: list[str] = []
+    pending = 0
+    pre = 0
+    items = 0
+
+    def boundary(rank: int) -> None:
+        """End the text collected so far; the strongest boundary between two texts separates them."""
+        nonlocal pending
+        collected = "".join(parts).strip()
+        parts.clear()
+        if not pre:
+            collected = MD_BLANK_LINES.sub("\n", collected)
+        if collected:
+            if chunks:
+                chunks.append(MD_SEPARATORS[pending])
+            chunks.append(collected)
+            pending = rank
+        else:
+            pending = max(pending, rank)
+
+    stack: list[tuple[object, bool]] = [(soup, True)]
+    while stack:
+        node, entering = stack.pop()
+        if isinstance(node, NavigableString):
+            if not isinstance(node, NON_TEXT_STRINGS):
+                parts.append(str(node))
+            continue
+        if not isinstance(node, Tag) or (entering and node.name in NON_TEXT_TAGS):
+            continue
+        name = node.name
+        if name == "br":
+            parts.append("\n")
+            continue
+        if name in MD_CELL_TAGS:
+            rank = CELL
+        elif name in MD_LINE_TAGS or (name in MD_LIST_TAGS and items):
+            rank = LINE
+        else:
+            rank = PARAGRAPH if name in BLOCK_TAGS else 0
+        if rank:
+            boundary(rank)
+        if entering:
+            pre += name == "pre"
+            items += name == "li"
+            stack.append((node, False))
+            stack.extend((child, True) for child in reversed(node.contents))
+        else:
+            pre -= name == "pre"
+            items -= name == "li"
+    boundary(PARAGRAPH)
+    return "".join(chunks)

@@ -216,6 +216,44 @@ def test_markdown_markup_is_stripped() -> None:
     assert doc.meta == {"format": "markdown", "title": "Front matter title", "date": "2023-05-03"}
 
 
+
+def test_markdown_is_parsed_not_pattern_matched() -> None:
+    md = (
+        "***All of it*** and **bold with _nested italic_ inside** stay words.\n\n"
+        "See [the report][rep] and [Rep], then <https://example.com/raw>.\n\n"
+        "[rep]: https://example.com/report \"Report\"\n\n"
+        "Inline <span class=\"note\">HTML</span> text<br>on two lines, \\*escaped\\* stars.\n\n"
+        "```python\n# a comment, not a heading\nx = 1  # inline\n```\n\n"
+        "- outer item\n  - inner item\n- last item\n\n"
+        "| City | Population |\n|:-----|-----------:|\n| Oslo | 0.7 million |\n\n"
+        "[![build badge](badge.svg)](https://ci.example.com) Closing words.\n"
+    )
+    doc = clean_one(md, "markdown")
+    assert doc.text == (
+        "All of it and bold with nested italic inside stay words.\n\n"
+        "See the report and Rep, then https://example.com/raw.\n\n"
+        "Inline HTML text\non two lines, *escaped* stars.\n\n"
+        "# a comment, not a heading\nx = 1 # inline\n\n"
+        "outer item\ninner item\nlast item\n\n"
+        "City Population\nOslo 0.7 million\n\n"
+        "Closing words."
+    )
+
+
+def test_markdown_keeps_every_block_and_survives_deep_nesting() -> None:
+    # The HTML path would drop a "sidebar" div and a link list; in Markdown they are the author's text.
+    md = (
+        "<div class=\"sidebar\">\nSidebar prose the author wrote.\n</div>\n\n"
+        "- [One](/1)\n- [Two](/2)\n\n"
+        + "> " * 60 + "Deeply quoted mail.\n"
+    )
+    doc = clean_one(md, "markdown")
+    assert doc.text == "Sidebar prose the author wrote.\n\nOne\nTwo\n\nDeeply quoted mail."
+    depth = 10_000
+    deep = clean_one("<div>" * depth + "Deep text here." + "</div>" * depth, "markdown")
+    assert deep.status == "ok" and deep.text == "Deep text here."
+
+
 # --- normalisation -------------------------------------------------------------------------
 
 def test_nfc_control_characters_and_whitespace() -> None:
