@@ -5,9 +5,11 @@ content and never drops an input silently, so counts always add up.
 """
 from __future__ import annotations
 
+import gzip
 import hashlib
 import json
 import os
+import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -70,19 +72,35 @@ def file_sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
+def format_of(source_id: str) -> tuple[str | None, bool]:
+    """The document format from the file name, and whether the file is gzip-compressed."""
+    path = Path(source_id)
+    compressed = path.suffix.lower() == ".gz"
+    suffix = (path.with_suffix("") if compressed else path).suffix.lower()
+    return FORMATS.get(suffix), compressed
+
+
 def read_source(root: Path, src: SourceFile, max_bytes: int) -> list[Document]:
-    """Read one file into raw Documents (one per file, or one per line of a JSON Lines file)."""
-    fmt = FORMATS.get(Path(src.id).suffix.lower())
+    """Read one file into raw Documents (one per file, or one per line of a JSON Lines file).
+
+    `max_bytes` limits the bytes read, after decompression for `.gz` files, so a small
+    compressed file cannot expand into an unbounded amount of memory.
+    """
+    fmt, compressed = format_of(src.id)
     base = Document(id=src.id, path=src.id, sha256=src.sha256, meta={"format": fmt or "unknown"})
     if fmt is None:
-        suffix = Path(src.id).suffix or "(none)"
-        return [base.reject(f"unsupported file type: {suffix} (supported: {', '.join(sorted(FORMATS))})")]
+        kinds = ", ".join(sorted(FORMATS))
+        return [base.reject(f"unsupported file type: {Path(src.id).name} (supported: {kinds}, each optionally .gz)")]
     if src.size > max_bytes:
         return [base.reject(f"file too large: {src.size} bytes exceeds max_bytes={max_bytes}")]
     try:
-        data = (root / src.id).read_bytes()
+        data = read_limited(root / src.id, compressed, max_bytes)
     except OSError as exc:
         return [base.reject(f"unreadable file: {exc.strerror or exc}")]
+    except (EOFError, zlib.error) as exc:
+        return [base.reject(f"unreadable file: corrupt gzip data ({exc})")]
+    if data is None:
+        return [base.reject(f"file too large: more than max_bytes={max_bytes} bytes after decompression")]
     if not data.strip():
         return [base.reject("empty file")]
     if fmt == "jsonl":
@@ -94,6 +112,14 @@ def read_source(root: Path, src: SourceFile, max_bytes: int) -> list[Document]:
     if encoding != "utf-8":
         meta["encoding"] = encoding
     return [base.evolve(text=text, meta=meta)]
+
+
+def read_limited(path: Path, compressed: bool, max_bytes: int) -> bytes | None:
+    """The file's bytes (decompressed), or None when there are more than `max_bytes`."""
+    opener = gzip.open if compressed else open
+    with opener(path, "rb") as fh:
+        data = fh.read(max_bytes + 1)
+    return None if len(data) > max_bytes else data
 
 
 def decode(data: bytes) -> tuple[str, str, str | None]:

@@ -37,7 +37,7 @@ def test_bad_inputs_are_rejected_with_reasons_and_counted(prefect_server: None, 
     assert rejected["bad/binary.txt"].startswith("binary content")
     assert rejected["bad/invalid-utf8.txt"].startswith(("undecodable", "binary"))
     assert rejected["bad/huge.txt"].startswith("file too large")
-    assert rejected["bad/notes.docx"].startswith("unsupported file type: .docx")
+    assert rejected["bad/notes.docx"].startswith("unsupported file type: notes.docx")
     assert rejected["bad/lines.jsonl#2"].startswith("invalid JSON")
     assert recs["bad/lines.jsonl#1"]["status"] == "ok"
     deep = recs["bad/deep.html"]

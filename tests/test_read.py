@@ -45,7 +45,7 @@ def test_bad_inputs_become_rejections_with_reasons(tmp_path: Path) -> None:
     assert reasons["empty.txt"] == "empty file"
     assert reasons["blank.txt"] == "empty file"
     assert reasons["binary.txt"].startswith("binary content")
-    assert reasons["report.pdf"].startswith("unsupported file type: .pdf")
+    assert reasons["report.pdf"].startswith("unsupported file type: report.pdf")
     assert reasons["big.txt"] == "file too large: 2048 bytes exceeds max_bytes=1024"
 
 
@@ -90,3 +90,20 @@ def test_utf8_bom_and_formats(tmp_path: Path) -> None:
     docs = read_all(tmp_path)
     assert docs["bom.txt"].text == "Hello world"
     assert docs["page.HTM"].meta["format"] == "html"
+
+
+def test_gzip_inputs_are_read_and_bounded(tmp_path: Path) -> None:
+    import gzip
+
+    (tmp_path / "page.html.gz").write_bytes(gzip.compress(b"<html><body><p>Compressed page.</p></body></html>"))
+    (tmp_path / "lines.jsonl.gz").write_bytes(gzip.compress(b'{"text": "one"}\n{"text": "two"}\n'))
+    (tmp_path / "bomb.txt.gz").write_bytes(gzip.compress(b"a" * 5000))
+    (tmp_path / "broken.txt.gz").write_bytes(gzip.compress(b"hello world")[:-6])
+    (tmp_path / "data.tar.gz").write_bytes(gzip.compress(b"x"))
+    docs = read_all(tmp_path, max_bytes=1024)
+    assert docs["page.html.gz"].meta["format"] == "html"
+    assert "Compressed page." in docs["page.html.gz"].text
+    assert [docs[f"lines.jsonl.gz#{n}"].text for n in (1, 2)] == ["one", "two"]
+    assert docs["bomb.txt.gz"].reason == "file too large: more than max_bytes=1024 bytes after decompression"
+    assert docs["broken.txt.gz"].status == "rejected" and docs["broken.txt.gz"].reason.startswith("unreadable file")
+    assert docs["data.tar.gz"].reason.startswith("unsupported file type: data.tar.gz")
