@@ -121,12 +121,12 @@ def print_summary(manifest: dict[str, Any], out: Path) -> None:
     out_console.print(totals)
 
     steps_table = Table(title="steps", title_justify="left")
-    for column in ("step", "computed", "cached", "skipped", "seconds"):
-        steps_table.add_column(column, justify="left" if column == "step" else "right")
-    read = manifest["read"]
-    steps_table.add_row("read", str(read["computed"]), str(read["cached"]), str(read["skipped"]), f"{read['seconds']:.2f}")
-    for name, s in manifest["steps"].items():
-        steps_table.add_row(name, str(s["computed"]), str(s["cached"]), str(s["skipped"]), f"{s['seconds']:.2f}")
+    columns = ("computed", "cached", "skipped", "updated")
+    steps_table.add_column("step")
+    for column in (*columns, "seconds"):
+        steps_table.add_column(column, justify="right")
+    for name, s in {"read": manifest["read"], **manifest["steps"]}.items():
+        steps_table.add_row(name, *(str(s[c]) for c in columns), f"{s['seconds']:.2f}")
     out_console.print(steps_table)
 
 

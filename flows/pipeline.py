@@ -28,7 +28,7 @@ from flows.progress import listener
 from flows.report import StageStats, build_manifest, steps_table, summary_markdown, write_manifest
 from flows.retry import retry_transient
 from flows.shard import DocRef, Paths, ShardResult
-from tasks.read import SourceFile, discover
+from tasks.read import READER_VERSION, SourceFile, discover
 
 
 def cache_key(context: TaskRunContext, parameters: dict[str, Any]) -> str:
@@ -60,8 +60,8 @@ def discover_sources(corpus: str, out: str) -> list[SourceFile]:
 
 
 @task(name="read")
-def read_task(paths: Paths, shard_no: int, sources: list[SourceFile], max_bytes: int) -> ShardResult:
-    """Read one shard's files into raw documents."""
+def read_task(paths: Paths, shard_no: int, sources: list[SourceFile], max_bytes: int, reader: str) -> ShardResult:
+    """Read one shard's files into raw documents (`reader`, the reader's version, keys the cache)."""
     return log_shard("read", shard_no, shard.read_shard(paths, sources, max_bytes))
 
 
@@ -133,8 +133,11 @@ class Runner:
             "retry_condition_fn": retry_transient,
         }
         if cached:
-            policy = CacheKeyFnPolicy(cache_key_fn=cache_key).configure(key_storage=self.paths.prefect_results)
-            options.update(cache_policy=policy, persist_result=True)
+            options.update(
+                cache_policy=CacheKeyFnPolicy(cache_key_fn=cache_key),
+                result_storage=self.paths.prefect_results,
+                persist_result=True,
+            )
         return fn.with_options(**options)
 
     def map_shards(
@@ -154,7 +157,7 @@ class Runner:
                 failures.append(exc)
                 continue
             if future.state.name == "Cached":
-                result = replace(result, computed=0, cached=result.computed + result.cached)
+                result = replace(result, computed=0, updated=0, cached=result.computed + result.cached)
             results[futures[future]] = result
             progress.advance(stage, sizes[futures[future]])
         progress.finish(stage)
@@ -164,6 +167,7 @@ class Runner:
         stats.computed += sum(r.computed for r in results.values())
         stats.cached += sum(r.cached for r in results.values())
         stats.skipped += sum(r.skipped for r in results.values())
+        stats.updated += sum(r.updated for r in results.values())
         stats.seconds += time.perf_counter() - started
         return results
 
@@ -187,7 +191,7 @@ def textmill(corpus: str, out: str = "out", config: str | None = None) -> dict[s
     read = runner.configure(read_task, "read-{shard_no}", "read")
     results = runner.map_shards(
         "read",
-        lambda n: read.submit(paths, n, members[n], cfg.input.max_bytes),
+        lambda n: read.submit(paths, n, members[n], cfg.input.max_bytes, READER_VERSION),
         shards,
         {n: len(members[n]) for n in shards},
     )
@@ -219,7 +223,7 @@ def textmill(corpus: str, out: str = "out", config: str | None = None) -> dict[s
     manifest = build_manifest(
         run_id=str(flow_run.id),
         run_name=flow_run.name or run_name(),
-        corpus=paths.corpus,
+        corpus=corpus,
         config_path=str(cfg.path),
         config_digest=cfg.digest,
         files=len(sources),
@@ -251,6 +255,7 @@ def run_corpus_step(
     )
     apply_stats = runner.stages.pop(f"{step.name}:apply")
     runner.stages[step.name].seconds += apply_stats.seconds
+    runner.stages[step.name].updated += apply_stats.updated
     for n, result in applied.items():
         summaries[n] = replace(summaries[n], refs=result.refs)
     return summaries

@@ -18,17 +18,22 @@ UNNAMED_LABELS = frozenset({"CARDINAL", "ORDINAL", "DATE", "TIME", "PERCENT", "M
 
 @dataclass
 class StageStats:
-    """Per step: documents computed, served from cache, skipped (not for this step), seconds."""
+    """Per step: documents computed, served from cache, skipped, updated, and seconds.
+
+    `skipped` documents were not `ok` when the step ran (rejected or duplicate); `updated`
+    records of a corpus step were rewritten only because a corpus-wide decision changed.
+    """
 
     computed: int = 0
     cached: int = 0
     skipped: int = 0
+    updated: int = 0
     seconds: float = 0.0
 
 
 @dataclass
 class CorpusStats:
-    """Counts over the final records, gathered while they stream to the sinks."""
+    """Counts over the final records."""
 
     documents: int = 0
     statuses: dict[str, int] = field(default_factory=dict)
@@ -37,36 +42,44 @@ class CorpusStats:
     entities: int = 0
     top_entities: list[tuple[str, str, int]] = field(default_factory=list)
 
-    @classmethod
-    def collect(cls, docs: Iterable[Document], into: list[CorpusStats]) -> Iterator[Document]:
-        """Pass `docs` through unchanged; when exhausted, append their statistics to `into`."""
-        statuses: Counter[str] = Counter()
-        rejected: Counter[str] = Counter()
-        languages: Counter[str] = Counter()
-        names: Counter[tuple[str, str]] = Counter()
-        total = entities = 0
+
+class StatsCollector:
+    """Gathers CorpusStats while the final records stream to the sinks, in one pass."""
+
+    def __init__(self) -> None:
+        self.documents = self.entities = 0
+        self.statuses: Counter[str] = Counter()
+        self.rejected: Counter[str] = Counter()
+        self.languages: Counter[str] = Counter()
+        self.names: Counter[tuple[str, str]] = Counter()
+
+    def observe(self, docs: Iterable[Document]) -> Iterator[Document]:
+        """Pass `docs` through unchanged, counting each."""
         for doc in docs:
-            total += 1
-            statuses[doc.status] += 1
-            if doc.status == "rejected":
-                rejected[rejection_kind(doc.reason)] += 1
-            elif doc.status == "ok":
-                languages[doc.lang or "none"] += 1
-            for ent in doc.entities:
-                if ent.label not in UNNAMED_LABELS:
-                    names[(ent.canonical or ent.text, ent.label)] += 1
-            entities += len(doc.entities)
+            self.add(doc)
             yield doc
-        top = sorted(names.items(), key=lambda kv: (-kv[1], kv[0]))[:TOP_ENTITIES]
-        into.append(
-            cls(
-                documents=total,
-                statuses=dict(sorted(statuses.items())),
-                rejected=dict(rejected.most_common()),
-                languages=dict(languages.most_common()),
-                entities=entities,
-                top_entities=[(name, label, count) for (name, label), count in top],
-            )
+
+    def add(self, doc: Document) -> None:
+        self.documents += 1
+        self.statuses[doc.status] += 1
+        if doc.status == "rejected":
+            self.rejected[rejection_kind(doc.reason)] += 1
+        elif doc.status == "ok":
+            self.languages[doc.lang or "none"] += 1
+        self.entities += len(doc.entities)
+        for ent in doc.entities:
+            if ent.label not in UNNAMED_LABELS:
+                self.names[(ent.canonical or ent.text, ent.label)] += 1
+
+    def result(self) -> CorpusStats:
+        top = sorted(self.names.items(), key=lambda kv: (-kv[1], kv[0]))[:TOP_ENTITIES]
+        return CorpusStats(
+            documents=self.documents,
+            statuses=dict(sorted(self.statuses.items())),
+            rejected=dict(self.rejected.most_common()),
+            languages=dict(self.languages.most_common()),
+            entities=self.entities,
+            top_entities=[(name, label, count) for (name, label), count in top],
         )
 
 
@@ -125,11 +138,13 @@ def summary_markdown(manifest: dict[str, Any]) -> str:
         f"Corpus `{manifest['corpus']}`: {manifest['files']} files, {manifest['documents']} documents — "
         + ", ".join(f"{counts.get(s, 0)} {s}" for s in ("ok", "duplicate", "rejected")),
         "",
-        "| step | computed | cached | skipped | seconds |",
-        "|---|---:|---:|---:|---:|",
+        "| step | computed | cached | skipped | updated | seconds |",
+        "|---|---:|---:|---:|---:|---:|",
     ]
     for name, s in manifest["steps"].items():
-        lines.append(f"| {name} | {s['computed']} | {s['cached']} | {s['skipped']} | {s['seconds']:.2f} |")
+        lines.append(
+            f"| {name} | {s['computed']} | {s['cached']} | {s['skipped']} | {s['updated']} | {s['seconds']:.2f} |"
+        )
     if manifest["rejected"]:
         lines += ["", "Rejected: " + ", ".join(f"{k} ({v})" for k, v in manifest["rejected"].items())]
     if manifest["languages"]:

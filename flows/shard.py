@@ -9,26 +9,27 @@ from __future__ import annotations
 import json
 import threading
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
 from flows.config import StepSpec
 from flows.keys import chain, digest, digest_lines
-from flows.report import CorpusStats
+from flows.report import CorpusStats, StatsCollector
 from flows.store import Store, read_jsonl_gz, write_jsonl_gz
 from tasks.atomic import sha256_file, write_atomic
 from tasks.base import CorpusStep, DocumentStep, SinkStep, Step
 from tasks.document import Document
-from tasks.read import SourceFile, read_source
+from tasks.read import READER_VERSION, SourceFile, read_source
 from tasks.registry import build_step, load_registry
 
 BATCH = 64
-READ_FINGERPRINT = "read-v1"
+READ_FINGERPRINT = f"read-v{READER_VERSION}"
 
 _steps: dict[str, Step] = {}
 _steps_lock = threading.Lock()
 _indexes: dict[str, dict[str, Any]] = {}
+_indexes_lock = threading.Lock()
 
 T = TypeVar("T")
 
@@ -54,8 +55,8 @@ class ShardResult:
     computed: int = 0
     cached: int = 0
     skipped: int = 0
+    updated: int = 0
     bundle: str | None = None
-    statuses: dict[str, int] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -100,26 +101,27 @@ def batched(items: list[T], size: int = BATCH) -> Iterator[list[T]]:
 def read_shard(paths: Paths, sources: list[SourceFile], max_bytes: int) -> ShardResult:
     """Read source files into raw documents, stored under `k_0` = their raw sha256.
 
-    A file already read in an earlier run (same bytes) is not read again: its list of
-    documents is cached under the file's own hash.
+    A file already read in an earlier run (same bytes, same reader, same limits) is not read
+    again: its list of documents is cached under the file's own hash. A raw document's key
+    digests everything the reader decided (text, meta, status), not only the bytes.
     """
     store = paths.store
     result = ShardResult(refs=[])
     for src in sources:
-        listing_key = chain(src.sha256, READ_FINGERPRINT, f"{src.id}\0{max_bytes}")
+        listing_key = chain(src.sha256, READ_FINGERPRINT, f"{src.id}\0{max_bytes}\0{src.error}")
         if store.has("listings", listing_key):
             refs = [DocRef(*row) for row in store.get("listings", listing_key)]
             result.cached += len(refs)
         else:
             refs = []
             for doc in read_source(Path(paths.corpus), src, max_bytes):
-                key = chain(doc.sha256, READ_FINGERPRINT, doc.id)
+                key = chain(doc.sha256, READ_FINGERPRINT, digest(doc.to_dict()))
                 store.put_doc(key, doc)
                 refs.append(DocRef(doc.id, key, doc.status))
             store.put("listings", listing_key, [[r.id, r.key, r.status] for r in refs])
             result.computed += len(refs)
         result.refs.extend(refs)
-    return finish(result)
+    return result
 
 
 def run_document_shard(paths: Paths, spec: StepSpec, refs: list[DocRef]) -> ShardResult:
@@ -149,7 +151,7 @@ def run_document_shard(paths: Paths, spec: StepSpec, refs: list[DocRef]) -> Shar
             store.put_doc(key, doc)
             result.refs[slot] = DocRef(ref.id, key, doc.status)
             result.computed += 1
-    return finish(result)
+    return result
 
 
 def summarize_shard(paths: Paths, spec: StepSpec, refs: list[DocRef]) -> ShardResult:
@@ -181,7 +183,7 @@ def summarize_shard(paths: Paths, spec: StepSpec, refs: list[DocRef]) -> ShardRe
     if not bundle.exists():
         write_jsonl_gz(bundle, ([doc_id, summary] for doc_id, (_, summary) in ordered))
     result.bundle = str(bundle)
-    return finish(result)
+    return result
 
 
 def build_corpus_index(paths: Paths, spec: StepSpec, bundles: list[str]) -> str:
@@ -203,17 +205,21 @@ def build_corpus_index(paths: Paths, spec: StepSpec, bundles: list[str]) -> str:
 
 
 def load_index(path: str) -> dict[str, Any]:
-    """An index file, parsed once per process."""
-    index = _indexes.get(path)
-    if index is None:
-        index = next(read_jsonl_gz(Path(path)))
-        _indexes.clear()
-        _indexes[path] = index
+    """An index file, parsed once per process (threads wait for the first parse)."""
+    with _indexes_lock:
+        index = _indexes.get(path)
+        if index is None:
+            index = next(read_jsonl_gz(Path(path)))
+            _indexes.clear()
+            _indexes[path] = index
     return index
 
 
 def apply_shard(paths: Paths, spec: StepSpec, refs: list[DocRef], bundle: str, index_path: str) -> ShardResult:
-    """Third phase of a corpus step: apply each document's share of the index."""
+    """Third phase of a corpus step: apply each document's share of the index.
+
+    Records written here, because a document's decision is new, count as `updated`.
+    """
     store = paths.store
     step = step_for(spec)
     assert isinstance(step, CorpusStep)
@@ -233,22 +239,14 @@ def apply_shard(paths: Paths, spec: StepSpec, refs: list[DocRef], bundle: str, i
             doc = step.apply(store.get_doc(ref.key), summary, decision)
             store.put_doc(key, doc)
             status = doc.status
+            result.updated += 1
         result.refs.append(DocRef(ref.id, key, status))
-    return finish(result)
+    return result
 
 
 def status_of(store: Store, key: str) -> str:
     """The status of a stored document (cheap enough: records are small and compressed)."""
     return store.get("docs", key)["status"]
-
-
-def finish(result: ShardResult) -> ShardResult:
-    """Fill in the per-status counts of a shard's output."""
-    counts: dict[str, int] = {}
-    for ref in result.refs:
-        counts[ref.status] = counts.get(ref.status, 0) + 1
-    result.statuses = counts
-    return result
 
 
 @dataclass
@@ -277,8 +275,8 @@ def publish_corpus(paths: Paths, spec: StepSpec | None, refs: list[DocRef]) -> P
     if previous and previous["key"] == key and outputs_intact(out_dir, previous["files"]):
         return PublishOutcome(list(previous["files"]), CorpusStats(**previous["stats"]), 0, len(ordered))
 
-    collected: list[CorpusStats] = []
-    docs = CorpusStats.collect((store.get_doc(r.key) for r in ordered), collected)
+    collector = StatsCollector()
+    docs = collector.observe(store.get_doc(r.key) for r in ordered)
     if spec is None:
         for _ in docs:
             pass
@@ -287,7 +285,7 @@ def publish_corpus(paths: Paths, spec: StepSpec | None, refs: list[DocRef]) -> P
         sink = step_for(spec)
         assert isinstance(sink, SinkStep)
         files = sink.publish(docs, out_dir).files
-    stats = collected[0]
+    stats = collector.result()
     hashes = {name: sha256_file(out_dir / name) for name in files}
     record = {"key": key, "files": hashes, "stats": asdict(stats)}
     write_atomic(state_path, json.dumps(record, indent=1).encode())

@@ -7,20 +7,20 @@ from __future__ import annotations
 
 import hashlib
 import os
-import tempfile
+import secrets
 from pathlib import Path
-
-_umask = os.umask(0)
-os.umask(_umask)
 
 
 def temp_beside(target: Path) -> Path:
-    """A new empty temporary file in the target's folder, with ordinary permissions."""
+    """A new empty temporary file in the target's folder; the umask sets its permissions."""
     target.parent.mkdir(parents=True, exist_ok=True)
-    fd, name = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
-    os.close(fd)
-    os.chmod(name, 0o666 & ~_umask)
-    return Path(name)
+    while True:
+        candidate = target.parent / f".{target.name}.{secrets.token_hex(6)}.tmp"
+        try:
+            os.close(os.open(candidate, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666))
+        except FileExistsError:
+            continue
+        return candidate
 
 
 def write_atomic(path: Path, data: bytes) -> None:
@@ -44,7 +44,8 @@ def sha256_file(path: Path) -> str:
 
 def replace_if_changed(tmp: Path, target: Path) -> None:
     """Move `tmp` over `target` unless their bytes are equal (then the old file stays untouched)."""
-    if target.exists() and sha256_file(target) == sha256_file(tmp):
+    same_size = target.exists() and target.stat().st_size == tmp.stat().st_size
+    if same_size and sha256_file(target) == sha256_file(tmp):
         tmp.unlink()
     else:
         os.replace(tmp, target)

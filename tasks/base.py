@@ -78,7 +78,11 @@ class Step(ABC):
         return doc.evolve(steps=doc.steps + (self.provenance(note),), **changes)
 
     def accepts(self, doc: Document) -> bool:
-        """Whether this step works on `doc`; others pass through untouched."""
+        """Whether this step works on `doc`: only `ok` documents; others pass through untouched.
+
+        The orchestrator applies the same rule from each document's status before loading it,
+        so steps see only `ok` documents in a pipeline; steps check it too for direct calls.
+        """
         return doc.active
 
 
@@ -120,11 +124,9 @@ class CorpusStep(Step):
 
 
 class PublishReport(BaseModel):
-    """What a sink wrote: file names and document counts."""
+    """What a sink wrote: the names of its files in the output folder."""
 
     files: list[str]
-    documents: int
-    entities: int
 
 
 class SinkStep(Step):

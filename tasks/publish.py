@@ -31,16 +31,13 @@ class Publisher(SinkStep):
         try:
             for fmt in self.options.formats:
                 sinks.append(SINKS[fmt](out_dir))
-            documents = entities = 0
             for doc in docs:
                 for sink in sinks:
                     sink.write(doc)
-                documents += 1
-                entities += len(doc.entities)
             for sink in sinks:
                 sink.commit()
         except BaseException:
             for sink in sinks:
                 sink.abort()
             raise
-        return PublishReport(files=[f for s in sinks for f in s.files], documents=documents, entities=entities)
+        return PublishReport(files=[f for s in sinks for f in s.files])

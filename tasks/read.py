@@ -16,6 +16,7 @@ from pathlib import Path
 
 from charset_normalizer import from_bytes
 
+from tasks.atomic import sha256_file
 from tasks.document import Document
 
 FORMATS = {
@@ -28,7 +29,8 @@ FORMATS = {
     ".jsonl": "jsonl",
 }
 BINARY_SNIFF_BYTES = 8192
-HASH_CHUNK = 1 << 20
+# Bump when a change to this module changes the Documents it produces for the same bytes.
+READER_VERSION = "2"
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,6 +40,7 @@ class SourceFile:
     id: str
     sha256: str
     size: int
+    error: str | None = None
 
 
 def discover(root: Path, exclude: Path | None = None) -> Iterator[SourceFile]:
@@ -55,21 +58,18 @@ def discover(root: Path, exclude: Path | None = None) -> Iterator[SourceFile]:
             d for d in dirnames if not d.startswith(".") and (current / d).resolve() != excluded
         )
         for name in sorted(filenames):
-            path = current / name
-            if not path.is_file():
-                continue
-            yield SourceFile(
-                id=path.relative_to(root).as_posix(), sha256=file_sha256(path), size=path.stat().st_size
-            )
+            yield source_file(root, current / name)
 
 
-def file_sha256(path: Path) -> str:
-    """Hash a file in chunks so a huge input does not have to fit in memory."""
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        for chunk in iter(lambda: fh.read(HASH_CHUNK), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
+def source_file(root: Path, path: Path) -> SourceFile:
+    """Hash one file; a file that cannot be read still yields a SourceFile, carrying the error."""
+    source_id = path.relative_to(root).as_posix()
+    try:
+        if not path.is_file():
+            return SourceFile(source_id, "", 0, "not a regular file (broken link, socket or device)")
+        return SourceFile(source_id, sha256_file(path), path.stat().st_size)
+    except OSError as exc:
+        return SourceFile(source_id, "", 0, exc.strerror or str(exc))
 
 
 def format_of(source_id: str) -> tuple[str | None, bool]:
@@ -88,6 +88,8 @@ def read_source(root: Path, src: SourceFile, max_bytes: int) -> list[Document]:
     """
     fmt, compressed = format_of(src.id)
     base = Document(id=src.id, path=src.id, sha256=src.sha256, meta={"format": fmt or "unknown"})
+    if src.error is not None:
+        return [base.reject(f"unreadable file: {src.error}")]
     if fmt is None:
         kinds = ", ".join(sorted(FORMATS))
         return [base.reject(f"unsupported file type: {Path(src.id).name} (supported: {kinds}, each optionally .gz)")]
@@ -164,6 +166,12 @@ def parse_jsonl_line(doc: Document, raw_line: bytes) -> Document:
         record = json.loads(text)
     except json.JSONDecodeError as exc:
         return doc.reject(f"invalid JSON: {exc.msg} at column {exc.colno}")
+    except (ValueError, RecursionError) as exc:
+        return doc.reject(f"invalid JSON: {type(exc).__name__}: {str(exc)[:200]}")
+    try:
+        json.dumps(record, ensure_ascii=False).encode("utf-8")
+    except (ValueError, RecursionError) as exc:
+        return doc.reject(f"invalid record: not representable as UTF-8 JSON ({type(exc).__name__})")
     if not isinstance(record, dict):
         return doc.reject("invalid record: a line must be a JSON object")
     body = record.get("text")

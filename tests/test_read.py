@@ -107,3 +107,28 @@ def test_gzip_inputs_are_read_and_bounded(tmp_path: Path) -> None:
     assert docs["bomb.txt.gz"].reason == "file too large: more than max_bytes=1024 bytes after decompression"
     assert docs["broken.txt.gz"].status == "rejected" and docs["broken.txt.gz"].reason.startswith("unreadable file")
     assert docs["data.tar.gz"].reason.startswith("unsupported file type: data.tar.gz")
+
+
+def test_hostile_json_lines_are_rejected_not_raised(tmp_path: Path) -> None:
+    lines = [
+        "[" * 100_000 + "]" * 100_000,
+        '{"text": "big", "n": ' + "9" * 5000 + "}",
+        '{"text": "lone surrogate \\ud800 here"}',
+    ]
+    (tmp_path / "hostile.jsonl").write_text("\n".join(lines) + "\n")
+    docs = read_all(tmp_path)
+    assert [docs[f"hostile.jsonl#{n}"].status for n in (1, 2, 3)] == ["rejected"] * 3
+    assert docs["hostile.jsonl#1"].reason.startswith("invalid JSON")
+    assert docs["hostile.jsonl#2"].reason.startswith("invalid JSON")
+    assert docs["hostile.jsonl#3"].reason.startswith("invalid record: not representable")
+
+
+def test_special_and_unreadable_files_are_rejected_not_dropped(tmp_path: Path) -> None:
+    import os
+
+    (tmp_path / "gone.txt").symlink_to(tmp_path / "missing-target.txt")
+    os.mkfifo(tmp_path / "pipe.txt")
+    docs = read_all(tmp_path)
+    assert docs["gone.txt"].status == "rejected"
+    assert docs["gone.txt"].reason.startswith("unreadable file: not a regular file")
+    assert docs["pipe.txt"].reason.startswith("unreadable file: not a regular file")
