@@ -157,3 +157,18 @@ def test_bumping_a_step_version_recomputes_that_step_and_later(
     manifest = run_flow(seeds_copy, out)
     assert computed(manifest) == {"clean": 0, "dedupe": 5, "language": 3, "entities": 3, "publish": 5}
     assert manifest["step_versions"]["dedupe"].endswith("-next")
+
+
+def test_changing_input_limits_rereads_with_the_new_limit(
+    prefect_server: None, seeds_copy: Path, config_copy: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "out"
+    run_flow(seeds_copy, out, config_copy)
+    set_option(config_copy, "input", "max_bytes = 3000")
+    limited = run_flow(seeds_copy, out, config_copy)
+    assert limited["counts"] == {"ok": 1, "rejected": 4}
+    assert {r["reason"].split(":")[0] for r in records(out).values() if r["status"] == "rejected"} == {"file too large"}
+    set_option(config_copy, "input", "max_bytes = 10_000_000")
+    restored = run_flow(seeds_copy, out, config_copy)
+    assert restored["counts"] == {"duplicate": 2, "ok": 3}
+    assert computed(restored)["clean"] == 0
