@@ -19,7 +19,7 @@ from pydantic import Field, field_validator
 from tasks.base import ConfigError, DocumentStep, StepOptions
 from tasks.boilerplate import RuleSet, apply_line_rules, drop_repeated_lines, extract_metadata, load_rules
 from tasks.document import Document
-from tasks.html_text import BLOCK_TAGS, NON_TEXT_STRINGS, NON_TEXT_TAGS, html_to_text
+from tasks.html_text import BLOCK_TAGS, NON_TEXT_STRINGS, NON_TEXT_TAGS, first_iso_date, html_to_text
 
 # Line and page separators become newlines; other control characters and zero-width marks go.
 LINE_BREAKS = str.maketrans(
@@ -28,7 +28,6 @@ LINE_BREAKS = str.maketrans(
 CONTROL = re.compile(r"[\x00-\x08\x0e-\x1f\x7f-\x84\x86-\x9f\u00ad\u200b\u2060\ufeff]")
 HORIZONTAL_SPACE = re.compile(r"[^\S\n]+")
 MANY_NEWLINES = re.compile(r"\n{3,}")
-ISO_DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
 
 
 class CleanOptions(StepOptions):
@@ -161,8 +160,7 @@ def strip_markdown(text: str) -> tuple[str, dict[str, str]]:
         for key, value in MD_FRONT_FIELD.findall(front.group(0)):
             value = value.strip("'\"")
             if key.lower() == "date":
-                iso = ISO_DATE.match(value)
-                value = iso.group(0) if iso else ""
+                value = first_iso_date([value]) or ""
             if value:
                 meta.setdefault(key.lower(), value)
         text = text[front.end():]

@@ -97,16 +97,16 @@ def page_metadata(soup: BeautifulSoup, html: str) -> dict[str, str]:
     url = url if isinstance(url, str) and url.strip() else named.get("og:url")
     if url:
         meta["url"] = url.strip()
-    date = _first_date([named.get(key) for key in DATE_META] + JSONLD_DATE.findall(html[:200_000]))
+    date = first_iso_date([named.get(key) for key in DATE_META] + JSONLD_DATE.findall(html[:200_000]))
     if date is None:
         times = soup.find_all("time", attrs={"itemprop": "datePublished"}) or soup.find_all("time", pubdate=True)
-        date = _first_date([t.get("datetime") for t in times])
+        date = first_iso_date([t.get("datetime") for t in times])
     if date:
         meta["date"] = date
     return meta
 
 
-def _first_date(candidates: list[object]) -> str | None:
+def first_iso_date(candidates: list[object]) -> str | None:
     """The first candidate that starts with an ISO date, as YYYY-MM-DD."""
     for value in candidates:
         if isinstance(value, str):
