@@ -1,0 +1,74 @@
+"""Run a command as a child process and measure it: wall time, CPU time, peak RSS.
+
+`os.wait4` returns the child's resource usage, which on Linux includes the descendants it has
+reaped (Prefect's ephemeral API server, say): CPU time is their sum, peak RSS the largest process.
+"""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Measurement:
+    """One measured run of one command."""
+
+    label: str
+    wall_s: float
+    cpu_s: float
+    peak_rss_mb: float
+    exit_code: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+class CommandFailed(RuntimeError):
+    """A measured command exited non-zero; its captured output tail is in the message."""
+
+
+def measure(label: str, argv: list[str], env: dict[str, str] | None = None, log: Path | None = None) -> Measurement:
+    """Run `argv` to completion; stdout and stderr go to `log` (or are discarded)."""
+    sink = open(log, "ab") if log is not None else subprocess.DEVNULL
+    try:
+        started = time.perf_counter()
+        proc = subprocess.Popen(argv, stdout=sink, stderr=subprocess.STDOUT, env=env)
+        _, status, usage = os.wait4(proc.pid, 0)
+        wall = time.perf_counter() - started
+        proc.returncode = os.waitstatus_to_exitcode(status)
+    finally:
+        if log is not None:
+            sink.close()
+    result = Measurement(
+        label=label,
+        wall_s=wall,
+        cpu_s=usage.ru_utime + usage.ru_stime,
+        peak_rss_mb=usage.ru_maxrss / 1024,
+        exit_code=proc.returncode,
+    )
+    if proc.returncode != 0:
+        tail = log.read_text(errors="replace")[-2000:] if log is not None else ""
+        raise CommandFailed(f"{label}: `{' '.join(argv)}` exited {proc.returncode}\n{tail}")
+    return result
+
+
+def python_module(module: str, *args: str) -> list[str]:
+    """argv for `python -m module args` with this interpreter."""
+    return [sys.executable, "-m", module, *args]
+
+
+def bench_env(prefect_home: Path) -> dict[str, str]:
+    """The environment for measured textmill runs: offline, quiet, a Prefect home of their own."""
+    env = dict(os.environ)
+    env.update(
+        PREFECT_HOME=str(prefect_home),
+        PREFECT_SERVER_ANALYTICS_ENABLED="false",
+        PREFECT_LOGGING_LEVEL="WARNING",
+    )
+    env.pop("PREFECT_API_URL", None)
+    return env
