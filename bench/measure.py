@@ -72,3 +72,47 @@ def bench_env(prefect_home: Path) -> dict[str, str]:
     )
     env.pop("PREFECT_API_URL", None)
     return env
+
+
+class PrefectServer:
+    """A `prefect server start` of its own on a free local port, for runs that report to a server
+    the way a monitored deployment does, instead of starting an ephemeral one per run."""
+
+    def __init__(self, home: Path, env: dict[str, str], log: Path) -> None:
+        self.home, self.env, self.log = home, env, log
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.url = ""
+
+    def __enter__(self) -> PrefectServer:
+        import socket
+        import urllib.request
+
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            port = sock.getsockname()[1]
+        env = {**self.env, "PREFECT_HOME": str(self.home)}
+        argv = [sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1", "--port", str(port)]
+        with open(self.log, "ab") as sink:
+            self.proc = subprocess.Popen(argv, stdout=sink, stderr=subprocess.STDOUT, env=env)
+        self.url = f"http://127.0.0.1:{port}/api"
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise CommandFailed(f"prefect server exited {self.proc.returncode}; see {self.log}")
+            try:
+                with urllib.request.urlopen(f"{self.url}/health", timeout=2) as response:
+                    if response.status == 200:
+                        return self
+            except OSError:
+                time.sleep(0.5)
+        self.__exit__()
+        raise CommandFailed(f"prefect server did not answer on {self.url} within 120 s")
+
+    def __exit__(self, *exc: object) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()

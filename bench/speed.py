@@ -1,11 +1,12 @@
 """How fast textmill is against the plain script, and how time and memory grow with the corpus.
 
-    python -m bench.speed --corpus ../shared/corpora/bbc [--repeat 3] [--sizes 2000,20000,100000]
+    python -m bench.speed --corpus ../shared/corpora/bbc [--repeat 3] [--server] [--sizes 2000,20000,100000]
 
 Every run is a child process measured by `bench.measure` (wall, CPU, peak RSS). In one invocation:
 the baseline (`bench.baseline`), then textmill cold (empty output folder), warm (the same corpus
 again) and incremental (+1% new files), `--repeat` times, reported as medians and as ratios to the
-baseline measured here. textmill's output must agree with the baseline's, or the command fails.
+baseline measured here; with `--server`, warm and incremental again against a running Prefect
+server (as a monitored deployment runs), without the ephemeral server each CLI run starts. textmill's output must agree with the baseline's, or the command fails.
 Growth: corpora of each `--sizes` made by `bench.synth` from the source corpus, one cold run each,
 with a linear fit and a plot. Writes `speed.json`/`speed.md` to `--results` and the plot to `docs/`.
 """
@@ -23,10 +24,11 @@ from typing import Any
 
 from bench.agree import compare, load_records
 from bench.common import DEFAULT_RESULTS, REPO, markdown_table, median, write_results
-from bench.measure import Measurement, bench_env, measure, python_module
+from bench.measure import PrefectServer, bench_env, measure, python_module
 from bench.synth import generate
 
 KINDS = ("baseline", "cold", "warm", "incremental")
+SERVER_KINDS = ("warm_server", "incremental_server")
 STEPS = ("read", "clean", "dedupe", "language", "entities", "publish")
 
 
@@ -60,13 +62,15 @@ def corpus_bytes(root: Path) -> int:
     return sum(p.stat().st_size for p in root.rglob("*") if p.is_file())
 
 
-def speed(source: Path, work: Path, repeat: int, env: dict[str, str], log: Path) -> dict[str, Any]:
-    """Baseline, cold, warm, incremental, `repeat` times over a private copy of `source`."""
+def speed(source: Path, work: Path, repeat: int, env: dict[str, str], log: Path, server_env: dict[str, str] | None) -> dict[str, Any]:
+    """Baseline, cold, warm, incremental, `repeat` times over a private copy of `source`; with
+    `server_env`, warm and incremental once more against a running Prefect server."""
     corpus = work / "corpus"
     shutil.copytree(source, corpus)
     files = sum(1 for p in corpus.rglob("*") if p.is_file())
     added = max(1, math.ceil(files / 100))
-    runs: dict[str, list[dict[str, Any]]] = {kind: [] for kind in KINDS}
+    kinds = KINDS + (SERVER_KINDS if server_env is not None else ())
+    runs: dict[str, list[dict[str, Any]]] = {kind: [] for kind in kinds}
     agreement: dict[str, Any] = {}
     for rep in range(1, repeat + 1):
         say(f"repetition {rep}/{repeat}: baseline")
@@ -80,12 +84,20 @@ def speed(source: Path, work: Path, repeat: int, env: dict[str, str], log: Path)
             say(f"agreement with the baseline: {agreement['agree']}")
         say(f"repetition {rep}/{repeat}: textmill warm")
         runs["warm"].append(textmill_run("warm", corpus, out, env, log))
+        if server_env is not None:
+            say(f"repetition {rep}/{repeat}: textmill warm, running Prefect server")
+            runs["warm_server"].append(textmill_run("warm_server", corpus, out, server_env, log))
         generate(source, corpus / "_added", added, seed=1000 + rep, exact_rate=0.0, near_rate=0.0)
         say(f"repetition {rep}/{repeat}: textmill incremental (+{added} files)")
         runs["incremental"].append(textmill_run("incremental", corpus, out, env, log))
+        if server_env is not None:
+            generate(source, corpus / "_added_server", added, seed=2000 + rep, exact_rate=0.0, near_rate=0.0)
+            say(f"repetition {rep}/{repeat}: textmill incremental (+{added} more files), running Prefect server")
+            runs["incremental_server"].append(textmill_run("incremental_server", corpus, out, server_env, log))
+            shutil.rmtree(corpus / "_added_server")
         shutil.rmtree(corpus / "_added")
     size = corpus_bytes(corpus)
-    summary = {kind: summarize(runs[kind], size) for kind in KINDS}
+    summary = {kind: summarize(runs[kind], size) for kind in kinds}
     return {
         "corpus": str(source),
         "files": files,
@@ -117,7 +129,11 @@ def summarize(runs: list[dict[str, Any]], size: int) -> dict[str, Any]:
 
 def ratios(summary: dict[str, Any]) -> dict[str, float]:
     cold, warm, incr, base = (summary[k] for k in ("cold", "warm", "incremental", "baseline"))
+    server = {
+        f"{kind}_over_cold": summary[kind]["wall_s"] / cold["wall_s"] for kind in SERVER_KINDS if kind in summary
+    }
     return {
+        **server,
         "cold_over_baseline": cold["wall_s"] / base["wall_s"],
         "cold_cpu_over_baseline_cpu": cold["cpu_s"] / base["cpu_s"],
         "warm_over_cold": warm["wall_s"] / cold["wall_s"],
@@ -196,6 +212,8 @@ TARGETS = (
     ("cold ≤ 0.6 × baseline", "cold_over_baseline", 0.6, "le"),
     ("warm ≤ 10% of cold", "warm_over_cold", 0.10, "le"),
     ("+1% files ≤ 15% of cold", "incremental_over_cold", 0.15, "le"),
+    ("warm ≤ 10% of cold (running server)", "warm_server_over_cold", 0.10, "le"),
+    ("+1% files ≤ 15% of cold (running server)", "incremental_server_over_cold", 0.15, "le"),
     ("entities ≥ 90% of bare nlp.pipe", "entities_throughput_over_baseline", 0.90, "ge"),
 )
 
@@ -216,14 +234,14 @@ def markdown(result: dict[str, Any]) -> str:
         ))
         parts.append("\nSeconds per step (textmill: from the run manifest; baseline: its phases)\n")
         parts.append(markdown_table(
-            ["step", *KINDS],
-            [[step, *(s["summary"][k]["step_seconds"][step] for k in KINDS)] for step in STEPS],
+            ["step", *s["summary"]],
+            [[step, *(v["step_seconds"][step] for v in s["summary"].values())] for step in STEPS],
         ))
         parts.append("\nTargets\n")
         parts.append(markdown_table(
             ["target", "measured", "met"],
             [[name, s["ratios"][key], "yes" if (s["ratios"][key] <= limit if how == "le" else s["ratios"][key] >= limit) else "no"]
-             for name, key, limit, how in TARGETS],
+             for name, key, limit, how in TARGETS if key in s["ratios"]],
         ))
         a = s["agreement"]
         parts.append(
@@ -260,6 +278,10 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=3, help="repetitions of baseline/cold/warm/incremental (medians)")
     parser.add_argument("--no-speed", action="store_true", help="growth runs only")
     parser.add_argument("--growth-baseline", action="store_true", help="also run the baseline at each growth size")
+    parser.add_argument(
+        "--server", action="store_true",
+        help="also time warm and incremental runs against a running Prefect server (no ephemeral start per run)",
+    )
     parser.add_argument("--results", type=Path, default=DEFAULT_RESULTS)
     parser.add_argument("--plot", type=Path, default=REPO / "docs" / "bench-growth.png")
     parser.add_argument("--work", type=Path, default=None, help="scratch folder [default: a temporary one]")
@@ -274,8 +296,12 @@ def main() -> None:
     say(f"scratch folder {work}; run output in {log}")
     result: dict[str, Any] = {}
     try:
-        if not args.no_speed:
-            result["speed"] = speed(args.corpus.resolve(), work, args.repeat, env, log)
+        if not args.no_speed and args.server:
+            with PrefectServer(work / "server-home", env, work / "server.log") as server:
+                say(f"Prefect server at {server.url}")
+                result["speed"] = speed(args.corpus.resolve(), work, args.repeat, env, log, {**env, "PREFECT_API_URL": server.url})
+        elif not args.no_speed:
+            result["speed"] = speed(args.corpus.resolve(), work, args.repeat, env, log, None)
         if sizes:
             result["growth"] = growth(args.corpus.resolve(), work, sizes, args.growth_baseline, env, log)
             plot(result["growth"], args.plot)

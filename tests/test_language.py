@@ -108,3 +108,78 @@ def test_options_are_validated() -> None:
         LanguageTagger.Options(min_chars=100, max_chars=50)
     with pytest.raises(ValidationError):
         LanguageTagger.Options.model_validate({"threshold": 0.5})
+
+
+# --- the py3langid backend -------------------------------------------------------------------
+
+SENTENCES = {
+    "en": "The committee will publish its final report on the new railway line next spring.",
+    "fr": "Le comité publiera son rapport final sur la nouvelle ligne de chemin de fer au printemps prochain.",
+    "de": "Der Ausschuss wird seinen Abschlussbericht über die neue Bahnstrecke im nächsten Frühjahr veröffentlichen.",
+    "ru": "Комитет опубликует свой окончательный доклад о новой железнодорожной линии следующей весной.",
+}
+
+
+@pytest.fixture(scope="module")
+def fast_tagger() -> LanguageTagger:
+    step = LanguageTagger(LanguageTagger.Options(backend="py3langid"))
+    step.setup()
+    return step
+
+
+@pytest.mark.parametrize("code", sorted(SENTENCES))
+def test_py3langid_detects_single_sentences(fast_tagger: LanguageTagger, code: str) -> None:
+    [doc] = fast_tagger.process([make_doc(SENTENCES[code])])
+    assert doc.lang == code
+    assert 0.7 <= doc.lang_score <= 1.0
+    assert doc.lang_score == round(doc.lang_score, 4)
+
+
+@pytest.mark.parametrize("code", ["es", "uk", "ar", "ja", "zh", "ko", "hi"])
+def test_py3langid_detects_corpus_paragraphs(fast_tagger: LanguageTagger, code: str) -> None:
+    assert fast_tagger.detect(sample(code, start=10))[0] == code
+
+
+def test_py3langid_short_or_featureless_text_is_undetermined(fast_tagger: LanguageTagger) -> None:
+    [doc] = fast_tagger.process([make_doc("Bonjour tout le monde")])
+    assert (doc.lang, doc.lang_score) == ("und", 0.0)
+    assert fast_tagger.detect("") == ("und", 0.0)
+    assert fast_tagger.detect("1234567890 ,.;: 0987654321 !? 1234567890") == ("und", 0.0)
+
+
+def test_py3langid_low_confidence_is_undetermined_with_its_score() -> None:
+    strict = LanguageTagger(LanguageTagger.Options(backend="py3langid", min_score=1.0))
+    lang, score = strict.detect(SENTENCES["de"][:40] + " " + SENTENCES["fr"][:40])
+    assert lang == "und"
+    assert 0.0 < score < 1.0
+
+
+def test_py3langid_is_deterministic_across_instances_and_threads(fast_tagger: LanguageTagger) -> None:
+    texts = [sample(code, start=200, sentences=1) for code in ("en", "nl", "sv", "pt", "it", "cs", "pl")]
+    texts += list(SENTENCES.values())
+    expected = [fast_tagger.detect(t) for t in texts]
+    other = LanguageTagger(LanguageTagger.Options(backend="py3langid"))
+    assert [other.detect(t) for t in texts] == expected
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        assert list(pool.map(other.detect, texts * 10)) == expected * 10
+
+
+def test_backend_is_an_option_validated_against_the_choices() -> None:
+    assert LanguageTagger.Options().backend == "langdetect"
+    with pytest.raises(ValidationError, match=r"'langdetect' or 'py3langid'"):
+        LanguageTagger.Options.model_validate({"backend": "fasttext"})
+
+
+def test_unknown_backend_is_a_config_error_naming_the_choices() -> None:
+    from tasks.base import ConfigError
+    from tasks.registry import build_step, load_registry
+
+    with pytest.raises(ConfigError, match=r"backend.*'langdetect' or 'py3langid'.*fasttext"):
+        build_step("language", {"backend": "fasttext"}, load_registry(), PROJECT / "config")
+
+
+def test_backend_changes_the_fingerprint() -> None:
+    slow = LanguageTagger()
+    fast = LanguageTagger(LanguageTagger.Options(backend="py3langid"))
+    assert slow.fingerprint() != fast.fingerprint()
+    assert slow.options_hash() != fast.options_hash()
