@@ -69,6 +69,17 @@ class Source:
                 words[i] = rng.choice(self.words)
         return " ".join(words)
 
+    def edit(self, text: str, rng: random.Random, share: float) -> str:
+        """Replace exactly max(1, `share` of the replaceable words) by different words: never a no-op."""
+        words = text.split(" ")
+        eligible = [i for i, word in enumerate(words) if word.isalpha() and word.islower()]
+        for i in rng.sample(eligible, min(len(eligible), max(1, round(share * len(eligible))))):
+            replacement = words[i]
+            while replacement == words[i]:
+                replacement = rng.choice(self.words)
+            words[i] = replacement
+        return " ".join(words)
+
     def article(self, rng: random.Random, variation: float) -> list[str]:
         """A headline and 3-8 varied paragraphs from random source articles."""
         paragraphs = [self.vary(rng.choice(self.paragraphs), rng, variation) for _ in range(rng.randint(3, 8))]
@@ -103,7 +114,7 @@ def generate(
                 parts = parts[: max(3, round(len(parts) * rng.uniform(0.6, 0.9)))]
                 planted.near_truncated += 1
             else:
-                parts = [parts[0], *(corpus.vary(p, rng, 0.01) for p in parts[1:])]
+                parts = [parts[0], *(corpus.edit(p, rng, 0.01) for p in parts[1:])]
                 planted.near_edit += 1
             planted.duplicates_of[name] = original
         else:

@@ -1,0 +1,102 @@
+"""The benchmark helpers whose mistakes would make a figure wrong: generated corpora, agreement."""
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from bench.agree import compare
+from bench.baseline import clean
+from bench.synth import generate
+
+ARTICLE = (
+    "Headline number {n}\n\n"
+    "The first paragraph of article {n} tells the reader what happened and where it happened today.\n\n"
+    "A second paragraph of article {n} adds the reaction of officials and of people who saw it.\n\n"
+    "The third paragraph of article {n} gives the background that explains why it matters now.\n\n"
+    "Finally the fourth paragraph of article {n} says what is expected to happen over the next weeks.\n"
+)
+
+
+@pytest.fixture
+def source(tmp_path: Path) -> Path:
+    root = tmp_path / "source"
+    root.mkdir()
+    for n in range(6):
+        (root / f"{n:03d}.txt").write_text(ARTICLE.format(n=n), encoding="utf-8")
+    return root
+
+
+def files(root: Path) -> dict[str, bytes]:
+    return {p.relative_to(root).as_posix(): p.read_bytes() for p in sorted(root.rglob("*.txt"))}
+
+
+def test_generated_corpus_is_deterministic_and_counts_add_up(source: Path, tmp_path: Path) -> None:
+    first = generate(source, tmp_path / "a", 300, seed=7)
+    second = generate(source, tmp_path / "b", 300, seed=7)
+    other = generate(source, tmp_path / "c", 300, seed=8)
+    assert files(tmp_path / "a") == files(tmp_path / "b")
+    assert files(tmp_path / "a") != files(tmp_path / "c")
+    assert len(files(tmp_path / "a")) == 300
+    assert first.unique + first.exact + first.near_edit + first.near_truncated == 300
+    assert first.exact > 0 and first.near_edit > 0 and first.near_truncated > 0
+    assert first.summary() == second.summary() != other.summary()
+    assert first.bytes == sum(len(b) for b in files(tmp_path / "a").values())
+
+
+def test_planted_duplicates_are_what_they_claim(source: Path, tmp_path: Path) -> None:
+    planted = generate(source, tmp_path / "g", 300, seed=1)
+    corpus = files(tmp_path / "g")
+    exact = [name for name, original in planted.duplicates_of.items() if corpus[name] == corpus[original]]
+    assert len(exact) == planted.exact
+    for name, original in planted.duplicates_of.items():
+        copy_paragraphs = corpus[name].decode().strip().split("\n\n")
+        original_paragraphs = corpus[original].decode().strip().split("\n\n")
+        assert copy_paragraphs[0] == original_paragraphs[0]
+        if len(copy_paragraphs) < len(original_paragraphs):
+            assert copy_paragraphs == original_paragraphs[: len(copy_paragraphs)]
+
+
+def test_baseline_clean_drops_scripts_and_repeated_lines() -> None:
+    html = "".join(
+        f"<script>var x = {n};</script><p>Body  text number {n}</p><p>Share this article</p>" for n in range(3)
+    )
+    text = clean(f"<html><body>{html}</body></html>", "html")
+    assert "var x" not in text
+    assert "Share this article" not in text
+    assert [line for line in text.splitlines() if line] == [f"Body text number {n}" for n in range(3)]
+
+
+def records() -> dict[str, dict[str, Any]]:
+    base = {"status": "ok", "text": "t", "lang": "en", "entities": [{}], "cluster": None}
+    out = {f"d{i}": {**copy.deepcopy(base), "id": f"d{i}"} for i in range(4)}
+    out["d0"]["cluster"] = out["d1"]["cluster"] = "d0"
+    out["d1"]["status"] = "duplicate"
+    return out
+
+
+def test_agreement_accepts_identical_outputs_with_differently_named_clusters() -> None:
+    ours, theirs = records(), records()
+    theirs["d0"]["cluster"] = theirs["d1"]["cluster"] = "d1"
+    report = compare(ours, theirs)
+    assert report["agree"], report
+
+
+@pytest.mark.parametrize(
+    ("change", "mismatch"),
+    [
+        (lambda r: r["d2"].update(lang="fr"), "language_mismatch"),
+        (lambda r: r["d2"].update(entities=[]), "entity_count_mismatch"),
+        (lambda r: r["d2"].update(cluster="d0"), "cluster_mismatch"),
+        (lambda r: r["d3"].update(status="rejected"), "status_mismatch"),
+        (lambda r: r.pop("d3"), "only_textmill"),
+    ],
+)
+def test_agreement_reports_each_kind_of_difference(change: Any, mismatch: str) -> None:
+    theirs = records()
+    change(theirs)
+    report = compare(records(), theirs)
+    assert not report["agree"]
+    assert report[f"{mismatch}_count"] > 0
