@@ -247,13 +247,15 @@ def textmill(corpus: str, out: str = "out", config: str | None = None) -> dict[s
 def run_corpus_step(
     runner: Runner, step: StepSpec, shards: list[int], refs: dict[int, list[DocRef]], sizes: dict[int, int]
 ) -> dict[int, ShardResult]:
-    """Summarize per shard, index once, apply per shard."""
+    """Summarize per shard, index once, apply per shard; the step's seconds cover all three."""
     paths = runner.paths
     summarize = runner.configure(summarize_task, f"{step.name}-summarize-{{shard_no}}")
     summaries = runner.map_shards(step.name, lambda n: summarize.submit(paths, step, n, refs[n]), shards, sizes)
     bundles = {n: r.bundle or "" for n, r in summaries.items()}
+    started = time.perf_counter()
     index = runner.configure(index_task, f"{step.name}-index").submit(paths, step, sorted(bundles.values()))
     index_path = index.result()
+    runner.stages[step.name].seconds += time.perf_counter() - started
     apply = runner.configure(apply_task, f"{step.name}-{{shard_no}}")
     applied = runner.map_shards(
         f"{step.name}:apply", lambda n: apply.submit(paths, step, n, refs[n], bundles[n], index_path), shards, sizes
