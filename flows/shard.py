@@ -19,7 +19,6 @@ from flows.report import CorpusStats, StatsCollector
 from flows.store import Store, read_jsonl_gz, write_jsonl_gz
 from tasks.atomic import sha256_file, write_atomic
 from tasks.base import CorpusStep, DocumentStep, SinkStep, Step
-from tasks.document import Document
 from tasks.read import READER_VERSION, SourceFile, read_source
 from tasks.registry import build_step, load_registry
 

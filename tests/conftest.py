@@ -14,6 +14,22 @@ os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
 REPO = Path(__file__).resolve().parents[1]
 SEEDS = REPO / "seeds"
 CONFIG = REPO / "config" / "pipeline.toml"
+SHARED = Path(os.environ.get("TEXTMILL_SHARED", REPO.parent / "shared"))
+
+
+def shared_path(*parts: str) -> Path:
+    """A file or folder of the shared development data (corpora, seeds) beside this checkout.
+
+    Without it a test skips, except under CI, where missing data must fail the run rather
+    than hide the tests that need it.
+    """
+    path = SHARED.joinpath(*parts)
+    if not path.exists():
+        message = f"development data not found: {path} (set TEXTMILL_SHARED to the shared folder)"
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
+    return path
 
 
 @pytest.fixture(scope="session")

@@ -19,12 +19,12 @@ from tasks.dedupe import (
     shingles,
     size_bucket,
 )
+from conftest import shared_path
 from tasks.document import Document
 from tasks.union_find import UnionFind
 
 ROOT = Path(__file__).resolve().parents[1]
 SEEDS = ROOT / "seeds"
-BBC = ROOT.parent / "shared" / "corpora" / "bbc"
 
 _DATE_PREFIX = re.compile(r"\s*date (\d{4}-\d{2}-\d{2}) ")
 _TWEET_TAIL = re.compile(r"\s*pic\.twitter\.com/\S+.*$")
@@ -53,10 +53,7 @@ def make_doc(doc_id: str, text: str, path: str | None = None, **meta: Any) -> Do
 
 
 def bbc_text(relative: str) -> str:
-    path = BBC / relative
-    if not path.exists():
-        pytest.skip(f"development corpus not available: {path}")
-    return path.read_text(encoding="utf-8")
+    return shared_path("corpora", "bbc", relative).read_text(encoding="utf-8")
 
 
 def run(step: Deduplicator, docs: Iterable[Document]) -> dict[str, Any]:

@@ -3,9 +3,8 @@ from __future__ import annotations
 
 import re
 
-import pytest
 
-from conftest import REPO
+from conftest import REPO, shared_path
 from tasks.registry import load_registry
 
 
@@ -25,9 +24,7 @@ def test_every_builtin_step_is_documented() -> None:
 
 
 def test_seeds_match_the_shared_sample_documents() -> None:
-    shared = REPO.parent / "shared" / "seeds"
-    if not shared.is_dir():
-        pytest.skip("../shared/seeds is not beside this checkout")
+    shared = shared_path("seeds")
     for path in shared.iterdir():
         assert (REPO / "seeds" / path.name).read_bytes() == path.read_bytes()
     assert sorted(p.name for p in (REPO / "seeds").iterdir()) == sorted(p.name for p in shared.iterdir())

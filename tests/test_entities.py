@@ -10,7 +10,7 @@ import pytest
 import spacy
 
 from tasks.base import ConfigError
-from tasks.canonical import CanonicalIndex, clean_surface, name_key
+from tasks.canonical import clean_surface, name_key
 from tasks.document import Document
 from tasks.entities import EntityExtractor, chunk_text, load_ner_model
 

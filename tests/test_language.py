@@ -1,19 +1,18 @@
 """The `language` step: correct tags on real text, `und` when unsure, same answer every time."""
 from __future__ import annotations
 
-import os
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
 from pydantic import ValidationError
 
+from conftest import shared_path
 from tasks.document import Document
 from tasks.language import LanguageTagger
 
 PROJECT = Path(__file__).resolve().parents[1]
 SEEDS = sorted((PROJECT / "seeds").glob("*.txt"))
-LANGID = Path(os.environ.get("TEXTMILL_CORPORA", PROJECT.parent / "shared" / "corpora")) / "langid"
 
 
 def make_doc(text: str, doc_id: str = "d", **fields) -> Document:
@@ -22,9 +21,7 @@ def make_doc(text: str, doc_id: str = "d", **fields) -> Document:
 
 def sample(code: str, start: int = 0, sentences: int = 5) -> str:
     """`sentences` consecutive lines of the Leipzig sample for language `code`."""
-    path = LANGID / f"{code}.txt"
-    if not path.exists():
-        pytest.skip(f"{path} not found (set TEXTMILL_CORPORA)")
+    path = shared_path("corpora", "langid", f"{code}.txt")
     lines = path.read_text(encoding="utf-8").splitlines()
     return " ".join(lines[start : start + sentences])
 
