@@ -7,6 +7,7 @@ from typing import Any, NoReturn, Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
@@ -48,6 +49,13 @@ def run(
     corpus: Path = typer.Argument(..., help="Folder of .txt, .md, .html/.htm and .jsonl files (searched recursively)."),
     out: Path = typer.Option(Path("out"), "--out", help="Output folder (also holds the cache, in .textmill/)."),
     config: Optional[Path] = typer.Option(None, "--config", help="Pipeline config [default: config/pipeline.toml]."),
+    publish: Optional[str] = typer.Option(
+        None,
+        "--publish",
+        metavar="DSN",
+        help="Also publish to PostgreSQL, e.g. postgresql://user@host:5432/db. A password in the DSN is "
+        "handed to libpq through PGPASSWORD, never to Prefect, logs or the manifest.",
+    ),
     verbose: bool = typer.Option(False, "--verbose", "-v", help="Show Prefect's logs."),
 ) -> None:
     """Run the pipeline over CORPUS and print a summary."""
@@ -56,7 +64,7 @@ def run(
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     from prefect.task_runners import ThreadPoolTaskRunner
 
-    from flows.config import load_config
+    from flows.config import load_config, publish_to_postgres
     from flows.pipeline import textmill
     from flows.progress import set_listener
 
@@ -66,16 +74,49 @@ def run(
         fail(str(exc), code=2)
     if not corpus.is_dir():
         fail(f"corpus folder not found: {corpus}", code=2)
+    if publish:
+        publish = postgres_dsn_without_password(publish)
+        try:
+            publish_to_postgres(cfg, publish)
+        except ConfigError as exc:
+            fail(str(exc), code=2)
     flow = textmill.with_options(task_runner=ThreadPoolTaskRunner(max_workers=cfg.run.workers))
     try:
         with RichProgress() as progress:
             set_listener(progress)
-            manifest = flow(corpus=str(corpus), out=str(out), config=str(cfg.path))
+            manifest = flow(corpus=str(corpus), out=str(out), config=str(cfg.path), publish=publish)
     except Exception as exc:  # noqa: BLE001 - one line for the user, the traceback is in Prefect's logs
         fail(f"{type(exc).__name__}: {exc}".splitlines()[0])
     finally:
         set_listener(None)
     print_summary(manifest, out)
+
+
+@app.command()
+def search(
+    out: Path = typer.Argument(..., help="Output folder of a run (holds textmill.sqlite)."),
+    query: str = typer.Argument(..., help='FTS5 query: words, "a phrase", OR, NOT, prefix*.'),
+    lang: Optional[str] = typer.Option(None, "--lang", help="Only documents in this language (e.g. en)."),
+    entity: Optional[str] = typer.Option(None, "--entity", help='Only documents naming this entity (e.g. "Vladimir Putin").'),
+    limit: int = typer.Option(10, "--limit", min=1, help="Most hits to print."),
+    duplicates: bool = typer.Option(False, "--duplicates", help="Also search duplicate and rejected records."),
+) -> None:
+    """Search a run's published corpus; prints ranked hits with snippets."""
+    from tasks.search import HIGHLIGHT, SearchError
+    from tasks.search import search as run_search
+
+    try:
+        hits = run_search(out / "textmill.sqlite", query, lang=lang, entity=entity, limit=limit, include_duplicates=duplicates)
+    except SearchError as exc:
+        fail(str(exc), code=2)
+    out_console = Console(highlight=False)
+    if not hits:
+        out_console.print("no documents match")
+        raise typer.Exit(1)
+    for rank, hit in enumerate(hits, 1):
+        snippet = escape(hit.snippet).replace(HIGHLIGHT[0], "[bold yellow]").replace(HIGHLIGHT[1], "[/]")
+        out_console.print(f"[bold]{rank}. {escape(hit.id)}[/]  [dim]{hit.lang or 'und'} · bm25 {hit.score:.2f}[/]")
+        out_console.print(f"   {snippet}")
 
 
 @app.command()
@@ -96,8 +137,25 @@ def steps() -> None:
 
 
 def fail(message: str, code: int = 1) -> NoReturn:
-    console.print(f"[bold red]error:[/] {message}")
+    from tasks.secrets import redact
+
+    console.print(f"[bold red]error:[/] {escape(redact(message))}")
     raise typer.Exit(code)
+
+
+def postgres_dsn_without_password(dsn: str) -> str:
+    """The DSN Prefect may see; its password, if any, goes to libpq through PGPASSWORD."""
+    from psycopg import ProgrammingError
+
+    from tasks.secrets import split_password
+
+    try:
+        bare, password = split_password(dsn)
+    except ProgrammingError as exc:
+        fail(f"--publish: not a PostgreSQL DSN: {exc}", code=2)
+    if password is not None:
+        os.environ["PGPASSWORD"] = password
+    return bare
 
 
 def print_summary(manifest: dict[str, Any], out: Path) -> None:
@@ -118,6 +176,8 @@ def print_summary(manifest: dict[str, Any], out: Path) -> None:
         "top entities", ", ".join(f"{e['name']} ({e['label']}) {e['count']}" for e in manifest["top_entities"][:8]) or "-"
     )
     totals.add_row("output", f"{out}/ ({', '.join(manifest['outputs'])})")
+    for store, changes in manifest.get("published", {}).items():
+        totals.add_row(store, ", ".join(f"{v} {k}" for k, v in changes.items()))
     out_console.print(totals)
 
     steps_table = Table(title="steps", title_justify="left")

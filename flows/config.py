@@ -8,7 +8,7 @@ from __future__ import annotations
 import hashlib
 import os
 import tomllib
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from importlib.resources import files
 from pathlib import Path
 from typing import Any
@@ -111,6 +111,24 @@ def load_config(path: str | Path | None = None) -> PipelineConfig:
         run=parsed.run,
         steps=tuple(spec_of(step) for step in steps),
     )
+
+
+def publish_to_postgres(cfg: PipelineConfig, dsn: str) -> PipelineConfig:
+    """`cfg` with its publish step also writing to the PostgreSQL database `dsn`."""
+    registry = load_registry()
+    steps = []
+    found = False
+    for spec in cfg.steps:
+        if spec.name == "publish":
+            found = True
+            options = dict(spec.options)
+            options["formats"] = [*options.get("formats", []), *([] if "postgres" in options.get("formats", []) else ["postgres"])]
+            options["postgres_dsn"] = dsn
+            spec = spec_of(build_step("publish", options, registry, Path(spec.config_dir)))
+        steps.append(spec)
+    if not found:
+        raise ConfigError(f"{cfg.path}: --publish needs the publish step in pipeline.steps")
+    return replace(cfg, steps=tuple(steps))
 
 
 def check_order(steps: list[Step], cfg_path: Path) -> None:

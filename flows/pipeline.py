@@ -22,12 +22,13 @@ from prefect.task_runners import ThreadPoolTaskRunner
 from prefect.tasks import exponential_backoff
 
 from flows import shard
-from flows.config import PipelineConfig, RunSection, StepSpec, load_config
+from flows.config import PipelineConfig, RunSection, StepSpec, load_config, publish_to_postgres
 from flows.keys import digest, digest_lines, shard_count, shard_of
 from flows.progress import listener
 from flows.report import StageStats, build_manifest, steps_table, summary_markdown, write_manifest
 from flows.retry import retry_transient
 from flows.shard import DocRef, Paths, ShardResult
+from tasks.base import RunInfo
 from tasks.read import READER_VERSION, SourceFile, discover
 
 
@@ -92,13 +93,16 @@ def apply_task(
 
 
 @task(name="publish")
-def publish_task(paths: Paths, step: StepSpec | None, refs: list[DocRef]) -> shard.PublishOutcome:
+def publish_task(paths: Paths, step: StepSpec | None, refs: list[DocRef], run: RunInfo) -> shard.PublishOutcome:
     """Write the final records to the configured outputs."""
-    outcome = shard.publish_corpus(paths, step, refs)
-    get_run_logger().info(
+    outcome = shard.publish_corpus(paths, step, refs, run)
+    logger = get_run_logger()
+    logger.info(
         "publish: %s documents, %s (%s)", len(refs), ", ".join(outcome.files) or "no files",
         "unchanged" if outcome.cached else "written",
     )
+    for store, counts in (outcome.changes or {}).items():
+        logger.info("publish to %s: %s", store, ", ".join(f"{v} {k}" for k, v in counts.items()))
     return outcome
 
 
@@ -178,10 +182,13 @@ class Runner:
 
 
 @flow(name="textmill", flow_run_name=run_name, task_runner=ThreadPoolTaskRunner(max_workers=2))
-def textmill(corpus: str, out: str = "out", config: str | None = None) -> dict[str, Any]:
-    """Run the configured pipeline over `corpus`, publishing into `out`; returns the manifest."""
+def textmill(corpus: str, out: str = "out", config: str | None = None, publish: str | None = None) -> dict[str, Any]:
+    """Run the configured pipeline over `corpus`, publishing into `out` (and, when `publish` is a
+    PostgreSQL DSN without a password, into that database too); returns the manifest."""
     logger = get_run_logger()
     cfg: PipelineConfig = load_config(config)
+    if publish:
+        cfg = publish_to_postgres(cfg, publish)
     paths = Paths(corpus=str(Path(corpus).resolve()), out=str(Path(out).resolve()))
     runner = Runner(paths, cfg.run, {})
 
@@ -220,7 +227,8 @@ def textmill(corpus: str, out: str = "out", config: str | None = None) -> dict[s
     final = [ref for n in shards for ref in refs[n]]
     started = time.perf_counter()
     publish = runner.configure(publish_task, "publish", cached=False)
-    outcome = publish.submit(paths, sink, final).result()
+    run_info = RunInfo(run_id=str(flow_run.id), run_name=flow_run.name or run_name(), config_digest=cfg.digest)
+    outcome = publish.submit(paths, sink, final, run_info).result()
     if sink is not None:
         runner.stages["publish"] = StageStats(
             computed=outcome.computed, cached=outcome.cached, seconds=time.perf_counter() - started
@@ -236,6 +244,7 @@ def textmill(corpus: str, out: str = "out", config: str | None = None) -> dict[s
         stages=runner.stages,
         stats=outcome.stats,
         outputs=[*outcome.files, "manifest.json"],
+        published=outcome.changes,
     )
     write_manifest(Path(paths.out), manifest)
     create_markdown_artifact(key="textmill-summary", markdown=summary_markdown(manifest), description="Run summary")

@@ -100,6 +100,7 @@ def build_manifest(
     stages: dict[str, StageStats],
     stats: CorpusStats,
     outputs: list[str],
+    published: dict[str, dict[str, int]] | None = None,
 ) -> dict[str, Any]:
     """The run record written to `manifest.json` (and returned by the flow)."""
     read = stages.get("read", StageStats())
@@ -120,6 +121,7 @@ def build_manifest(
         "read": asdict(read),
         "steps": {name: asdict(s) for name, s in stages.items() if name != "read"},
         "outputs": outputs,
+        "published": published or {},
     }
 
 

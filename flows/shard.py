@@ -18,7 +18,7 @@ from flows.keys import chain, digest, digest_lines
 from flows.report import CorpusStats, StatsCollector
 from flows.store import Store, read_jsonl_gz, write_jsonl_gz
 from tasks.atomic import sha256_file, write_atomic
-from tasks.base import CorpusStep, DocumentStep, SinkStep, Step
+from tasks.base import CorpusStep, DocumentStep, RunInfo, SinkStep, Step
 from tasks.read import READER_VERSION, SourceFile, read_source
 from tasks.registry import build_step, load_registry
 
@@ -256,13 +256,16 @@ class PublishOutcome:
     stats: CorpusStats
     computed: int
     cached: int
+    changes: dict[str, dict[str, int]] | None = None
 
 
-def publish_corpus(paths: Paths, spec: StepSpec | None, refs: list[DocRef]) -> PublishOutcome:
+def publish_corpus(paths: Paths, spec: StepSpec | None, refs: list[DocRef], run: RunInfo) -> PublishOutcome:
     """Stream the final records, in id order, through the sink (if any) and gather statistics.
 
     When the same records were already published to the same files (unchanged on disk),
-    nothing is rewritten and the stage counts every document as cached.
+    nothing is rewritten and the stage counts every document as cached. A sink that also
+    writes to a database always runs: only the database can tell what it holds, and its
+    sink writes nothing that is already there.
     """
     store = paths.store
     ordered = sorted(refs, key=lambda r: r.id)
@@ -271,24 +274,27 @@ def publish_corpus(paths: Paths, spec: StepSpec | None, refs: list[DocRef]) -> P
     state_path = paths.state / "published.json"
     out_dir = Path(paths.out)
     previous = json.loads(state_path.read_text()) if state_path.exists() else None
-    if previous and previous["key"] == key and outputs_intact(out_dir, previous["files"]):
+    sink = step_for(spec) if spec is not None else None
+    external = isinstance(sink, SinkStep) and sink.outputs_external()
+    if previous and previous["key"] == key and outputs_intact(out_dir, previous["files"]) and not external:
         return PublishOutcome(list(previous["files"]), CorpusStats(**previous["stats"]), 0, len(ordered))
 
     collector = StatsCollector()
     docs = collector.observe(store.get_doc(r.key) for r in ordered)
-    if spec is None:
+    changes: dict[str, dict[str, int]] = {}
+    if sink is None:
         for _ in docs:
             pass
         files: list[str] = []
     else:
-        sink = step_for(spec)
         assert isinstance(sink, SinkStep)
-        files = sink.publish(docs, out_dir).files
+        report = sink.publish(docs, out_dir, run)
+        files, changes = report.files, report.changes
     stats = collector.result()
     hashes = {name: sha256_file(out_dir / name) for name in files}
     record = {"key": key, "files": hashes, "stats": asdict(stats)}
     write_atomic(state_path, json.dumps(record, indent=1).encode())
-    return PublishOutcome(files, stats, len(ordered), 0)
+    return PublishOutcome(files, stats, len(ordered), 0, changes)
 
 
 def outputs_intact(out_dir: Path, hashes: dict[str, str]) -> bool:

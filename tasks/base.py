@@ -123,10 +123,19 @@ class CorpusStep(Step):
         """Return the document with the decision applied."""
 
 
+class RunInfo(BaseModel):
+    """The run being published, as stores record it (`runs` tables)."""
+
+    run_id: str = "local"
+    run_name: str = "local"
+    config_digest: str = ""
+
+
 class PublishReport(BaseModel):
-    """What a sink wrote: the names of its files in the output folder."""
+    """What a sink wrote: files in the output folder, and per store the rows it changed."""
 
     files: list[str]
+    changes: dict[str, dict[str, int]] = {}
 
 
 class SinkStep(Step):
@@ -138,6 +147,11 @@ class SinkStep(Step):
         """Sinks publish every record, rejected and duplicate ones included."""
         return True
 
+    def outputs_external(self) -> bool:
+        """Whether it also writes outside `out_dir` (a database), where file hashes can't tell
+        that a publish is already done, so the flow must not skip it."""
+        return False
+
     @abstractmethod
-    def publish(self, docs: Iterator[Document], out_dir: Path) -> PublishReport:
-        """Write `docs` (sorted by id) under `out_dir`; atomic and idempotent."""
+    def publish(self, docs: Iterator[Document], out_dir: Path, run: RunInfo | None = None) -> PublishReport:
+        """Write `docs` (sorted by id) under `out_dir` and any other store; idempotent."""

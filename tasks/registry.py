@@ -8,6 +8,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from tasks.base import ConfigError, Step
+from tasks.secrets import redact
 
 ENTRY_POINT_GROUP = "textmill.steps"
 
@@ -66,7 +67,7 @@ def describe_validation_error(exc: ValidationError, cls: type[Step]) -> str:
         if err["type"] == "extra_forbidden":
             lines.append(f"unknown option {loc!r}; valid options: {', '.join(fields) or 'none'}")
         else:
-            lines.append(f"option {loc!r}: {err['msg']} (got {err.get('input')!r})")
+            lines.append(f"option {loc!r}: {err['msg']} (got {redact(repr(err.get('input')))})")
     return "; ".join(lines)
 
 

@@ -6,8 +6,12 @@ file already there is not replaced, so publishing the same results twice changes
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import sqlite3
+from collections import Counter
+from contextlib import closing
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -15,6 +19,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from tasks.atomic import replace_if_changed, temp_beside
+from tasks.base import RunInfo
 from tasks.document import Document
 
 PARQUET_BATCH = 1000
@@ -143,49 +148,101 @@ SQLITE_SCHEMA = """
 CREATE TABLE documents (
     id TEXT PRIMARY KEY, path TEXT NOT NULL, sha256 TEXT NOT NULL, status TEXT NOT NULL,
     reason TEXT, text TEXT NOT NULL, meta TEXT NOT NULL, lang TEXT, lang_score REAL,
-    cluster TEXT, duplicate_of TEXT
+    cluster TEXT, duplicate_of TEXT, entity_count INTEGER NOT NULL
 );
 CREATE TABLE entities (
     doc_id TEXT NOT NULL REFERENCES documents(id), text TEXT NOT NULL, label TEXT NOT NULL,
     start INTEGER NOT NULL, "end" INTEGER NOT NULL, canonical TEXT
 );
+CREATE TABLE clusters (
+    id TEXT PRIMARY KEY, canonical TEXT NOT NULL REFERENCES documents(id), size INTEGER NOT NULL
+);
+CREATE TABLE runs (
+    run_id TEXT PRIMARY KEY, run_name TEXT, published_at TEXT NOT NULL, config_digest TEXT,
+    documents INTEGER NOT NULL, ok INTEGER NOT NULL, duplicate INTEGER NOT NULL,
+    rejected INTEGER NOT NULL, content_digest TEXT NOT NULL
+);
 CREATE INDEX documents_lang ON documents(lang);
+CREATE INDEX documents_status ON documents(status);
 CREATE INDEX documents_cluster ON documents(cluster);
 CREATE INDEX entities_canonical ON entities(canonical);
+CREATE INDEX entities_text ON entities(text);
 CREATE INDEX entities_doc ON entities(doc_id);
+CREATE VIRTUAL TABLE documents_fts USING fts5(
+    text, content='documents', content_rowid='rowid', tokenize='unicode61 remove_diacritics 2'
+);
 """
+RUN_COLUMNS = (
+    "run_id", "run_name", "published_at", "config_digest", "documents", "ok", "duplicate", "rejected", "content_digest",
+)
 
 
 class SqliteSink:
-    """`textmill.sqlite`: documents and entities tables, built in a fresh file per publish."""
+    """`textmill.sqlite`: a searchable copy of the corpus, built in a fresh file per publish.
 
-    def __init__(self, out_dir: Path) -> None:
+    The `runs` table carries over from the previous file and gains a row only when the
+    content changed, so publishing the same records again leaves the file byte-identical.
+    """
+
+    def __init__(self, out_dir: Path, run: RunInfo | None = None) -> None:
         self.target = out_dir / "textmill.sqlite"
         self.files = [self.target.name]
+        self.run = run or RunInfo()
         self.tmp = temp_beside(self.target)
         self.db = sqlite3.connect(self.tmp)
         self.db.executescript(SQLITE_SCHEMA)
+        self.content = hashlib.sha256()
+        self.statuses: Counter[str] = Counter()
 
     def write(self, doc: Document) -> None:
         row = document_row(doc)
-        del row["entity_count"]
+        entities = entity_rows(doc)
+        self.content.update(json.dumps([row, entities], sort_keys=True, ensure_ascii=False).encode())
+        self.statuses[doc.status] += 1
         self.db.execute(
             "INSERT INTO documents VALUES (:id, :path, :sha256, :status, :reason, :text, :meta, :lang,"
-            " :lang_score, :cluster, :duplicate_of)",
+            " :lang_score, :cluster, :duplicate_of, :entity_count)",
             row,
         )
-        self.db.executemany(
-            "INSERT INTO entities VALUES (:doc_id, :text, :label, :start, :end, :canonical)", entity_rows(doc)
-        )
+        self.db.executemany("INSERT INTO entities VALUES (:doc_id, :text, :label, :start, :end, :canonical)", entities)
 
     def commit(self) -> None:
+        self.db.execute("INSERT INTO documents_fts(documents_fts) VALUES ('rebuild')")
+        self.db.execute(
+            "INSERT INTO clusters SELECT cluster, coalesce(min(id) FILTER (WHERE duplicate_of IS NULL), cluster),"
+            " count(*) FROM documents WHERE cluster IS NOT NULL GROUP BY cluster HAVING count(*) > 1"
+        )
+        self.record_runs()
         self.db.commit()
         self.db.close()
         replace_if_changed(self.tmp, self.target)
+
+    def record_runs(self) -> None:
+        """Earlier runs from the file being replaced, then this one if the content changed."""
+        previous: list[tuple[Any, ...]] = []
+        if self.target.exists():
+            try:
+                with closing(sqlite3.connect(f"file:{self.target}?mode=ro", uri=True)) as old:
+                    previous = old.execute(f"SELECT {', '.join(RUN_COLUMNS)} FROM runs ORDER BY rowid").fetchall()
+            except sqlite3.DatabaseError:
+                previous = []  # an older layout or a damaged file: its history cannot be carried over
+        placeholders = ", ".join("?" * len(RUN_COLUMNS))
+        self.db.executemany(f"INSERT INTO runs VALUES ({placeholders})", previous)
+        digest = self.content.hexdigest()
+        if previous and previous[-1][-1] == digest:
+            return
+        self.db.execute(
+            f"INSERT OR IGNORE INTO runs VALUES ({placeholders})",
+            (
+                self.run.run_id, self.run.run_name, datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                self.run.config_digest, sum(self.statuses.values()), self.statuses["ok"],
+                self.statuses["duplicate"], self.statuses["rejected"], digest,
+            ),
+        )
 
     def abort(self) -> None:
         self.db.close()
         self.tmp.unlink(missing_ok=True)
 
 
-SINKS: dict[str, type] = {"jsonl": JsonlSink, "parquet": ParquetSink, "sqlite": SqliteSink}
+FILE_SINKS: dict[str, type] = {"jsonl": JsonlSink, "parquet": ParquetSink, "sqlite": SqliteSink}

@@ -103,7 +103,7 @@ def test_bad_option_names_the_valid_ones(tmp_path: Path) -> None:
 def test_bad_option_value_is_reported(tmp_path: Path) -> None:
     path = tmp_path / "pipeline.toml"
     path.write_text('[pipeline]\nsteps = ["publish"]\n[steps.publish]\nformats = ["csv"]\n')
-    with pytest.raises(ConfigError, match=r"\[steps.publish\] option 'formats.0'.*'jsonl', 'parquet' or 'sqlite'"):
+    with pytest.raises(ConfigError, match=r"\[steps.publish\] option 'formats.0'.*'jsonl', 'parquet', 'sqlite' or 'postgres'"):
         load_config(path)
 
 
