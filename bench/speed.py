@@ -296,12 +296,15 @@ def main() -> None:
     say(f"scratch folder {work}; run output in {log}")
     result: dict[str, Any] = {}
     try:
-        if not args.no_speed and args.server:
-            with PrefectServer(work / "server-home", env, work / "server.log") as server:
-                say(f"Prefect server at {server.url}")
-                result["speed"] = speed(args.corpus.resolve(), work, args.repeat, env, log, {**env, "PREFECT_API_URL": server.url})
-        elif not args.no_speed:
-            result["speed"] = speed(args.corpus.resolve(), work, args.repeat, env, log, None)
+        if not args.no_speed:
+            if args.server:
+                with PrefectServer(work / "server-home", env, work / "server.log") as server:
+                    say(f"Prefect server at {server.url}")
+                    server_env = {**env, "PREFECT_API_URL": server.url}
+                    result["speed"] = speed(args.corpus.resolve(), work, args.repeat, env, log, server_env)
+            else:
+                result["speed"] = speed(args.corpus.resolve(), work, args.repeat, env, log, None)
+            result["speed"]["corpus"] = str(args.corpus)  # as given: results must not name this machine's paths
         if sizes:
             result["growth"] = growth(args.corpus.resolve(), work, sizes, args.growth_baseline, env, log)
             plot(result["growth"], args.plot)

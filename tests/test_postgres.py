@@ -43,20 +43,22 @@ def pg_dsn() -> str:
     return DSN
 
 
-@pytest.fixture
-def schema(pg_dsn: str) -> Iterator[str]:
+def private_schema(dsn: str) -> Iterator[str]:
+    """A schema name no other test uses; the schema is dropped afterwards."""
     name = f"textmill_test_{secrets.token_hex(6)}"
     yield name
-    with psycopg.connect(pg_dsn, autocommit=True) as conn:
+    with psycopg.connect(dsn, autocommit=True) as conn:
         conn.execute(f"DROP SCHEMA IF EXISTS {name} CASCADE")
+
+
+@pytest.fixture
+def schema(pg_dsn: str) -> Iterator[str]:
+    yield from private_schema(pg_dsn)
 
 
 @pytest.fixture
 def other_schema(pg_dsn: str) -> Iterator[str]:
-    name = f"textmill_test_{secrets.token_hex(6)}"
-    yield name
-    with psycopg.connect(pg_dsn, autocommit=True) as conn:
-        conn.execute(f"DROP SCHEMA IF EXISTS {name} CASCADE")
+    yield from private_schema(pg_dsn)
 
 
 def corpus(count: int = 6, changed: str | None = None) -> list[Document]:
@@ -290,6 +292,22 @@ def test_connection_errors_and_serialization_failures_are_transient(pg_dsn: str)
         finally:
             admin.execute(f"DROP TABLE {table}")
     assert is_transient(conflict.value)
+
+
+@pytest.mark.parametrize(
+    ("message", "transient"),
+    [
+        ('connection failed: connection to server at "10.0.0.1", port 5432 failed: FATAL:  password authentication failed for user "app"', False),
+        ('connection failed: connection to server at "10.0.0.1", port 5432 failed: FATAL:  no pg_hba.conf entry for host "10.0.0.2"', False),
+        ('connection failed: connection to server at "10.0.0.1", port 5432 failed: FATAL:  the database system is starting up', True),
+        ("consuming input failed: server closed the connection unexpectedly", True),
+    ],
+)
+def test_connection_messages_without_sqlstate_are_classified(message: str, transient: bool) -> None:
+    """libpq reports refusals at connect time without a SQLSTATE; only the wording tells them apart."""
+    from tasks.postgres import is_transient
+
+    assert is_transient(psycopg.OperationalError(message)) is transient
 
 
 def test_unreachable_server_is_retried_then_reported(tmp_path: Path) -> None:
