@@ -7,12 +7,13 @@ from __future__ import annotations
 
 import hashlib
 import json
+import uuid
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 from tasks.document import Document, Provenance
 
@@ -126,7 +127,7 @@ class CorpusStep(Step):
 class RunInfo(BaseModel):
     """The run being published, as stores record it (`runs` tables)."""
 
-    run_id: str = "local"
+    run_id: str = Field(default_factory=lambda: f"local-{uuid.uuid4().hex}")
     run_name: str = "local"
     config_digest: str = ""
 

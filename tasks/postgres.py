@@ -35,8 +35,9 @@ APPLICATION_NAME = "textmill-publish"
 
 # Serialization failure, deadlock, lock timeout, server shutting down / starting up, too many
 # connections, out of memory or disk: a later attempt may succeed. Class 08 (connection) too.
-TRANSIENT_SQLSTATES = {"40001", "40P01", "55P03", "57P01", "57P02", "57P03", "53000", "53100", "53200", "53300", "53400"}
-# Connection failures carry no SQLSTATE; these messages are the server refusing for good.
+TRANSIENT_SQLSTATES = {"40001", "40P01", "55P03", "57P01", "57P02", "57P03", "57P05", "53000", "53100", "53200", "53300", "53400"}
+# Connection failures carry no SQLSTATE; these messages are the server refusing for good. They are
+# the server's English wording: with another lc_messages such a refusal is retried, then reported.
 PERMANENT_CONNECT = re.compile(
     r"authentication failed|does not exist|no pg_hba\.conf entry|permission denied|not permitted to log in"
     r"|invalid (dsn|connection option|uri|integer value)|server does not support SSL",
@@ -151,18 +152,21 @@ class PostgresSink:
         if not self.batch:
             return
         batch, self.batch = self.batch, []
-        inserted, updated = self._call(lambda conn: self._write_batch(conn, batch))
+        self._call(lambda conn: self._write_batch(conn, batch))
+        # Counted from the snapshot, not from what the last attempt wrote: when a commit succeeds
+        # but its acknowledgement is lost, the retry finds the rows already there.
+        inserted = sum(1 for row, _ in batch if row["id"] not in self.existing)
         self.counts["inserted"] += inserted
-        self.counts["updated"] += updated
-        self.counts["unchanged"] += len(batch) - inserted - updated
+        self.counts["updated"] += len(batch) - inserted
         for row, _ in batch:
             self.existing[row["id"]] = (row["row_hash"], False)
 
     def commit(self) -> None:
-        """Last batch, then tombstones, clusters and the run record in one transaction."""
+        """Last batch; then, in one more transaction, tombstones, clusters and the run record."""
         self.flush()
         gone = sorted(doc_id for doc_id, (_, deleted) in self.existing.items() if not deleted and doc_id not in self.seen)
-        self.counts["deleted"] = self._call(lambda conn: self._finish(conn, gone))
+        self.counts["deleted"] = len(gone)
+        self._call(lambda conn: self._finish(conn, gone))
         self.close()
         log.info("published to PostgreSQL %s: %s", self.target, dict(self.counts))
 
@@ -260,7 +264,7 @@ class PostgresSink:
 
     def _write_batch(
         self, conn: psycopg.Connection[Any], batch: list[tuple[dict[str, Any], list[dict[str, Any]]]]
-    ) -> tuple[int, int]:
+    ) -> None:
         """Upsert a batch; only rows whose digest changed (or that come back) are written."""
         columns = sql.SQL(", ").join(map(sql.Identifier, DOCUMENT_COLUMNS))
         updates = sql.SQL(", ").join(
@@ -286,23 +290,21 @@ class PostgresSink:
                     "INSERT INTO documents AS d ({columns}) SELECT {columns} FROM staging_documents"
                     " ON CONFLICT (id) DO UPDATE SET {updates}, updated_at = now(), deleted_at = NULL"
                     " WHERE d.row_hash IS DISTINCT FROM EXCLUDED.row_hash OR d.deleted_at IS NOT NULL"
-                    " RETURNING d.id, (d.xmax = 0) AS inserted"
+                    " RETURNING d.id"
                 ).format(columns=columns, updates=updates)
             ).fetchall()
-            ids = [doc_id for doc_id, _ in changed]
+            ids = [doc_id for (doc_id,) in changed]
             conn.execute("DELETE FROM entities WHERE doc_id = ANY(%s)", [ids])
             conn.execute("INSERT INTO entities SELECT * FROM staging_entities WHERE doc_id = ANY(%s)", [ids])
-        inserted = sum(1 for _, new in changed if new)
-        return inserted, len(changed) - inserted
 
-    def _finish(self, conn: psycopg.Connection[Any], gone: list[str]) -> int:
+    def _finish(self, conn: psycopg.Connection[Any], gone: list[str]) -> None:
         """Tombstone documents whose source is gone, refresh clusters, record the run."""
         with conn.transaction():
-            deleted = conn.execute(
+            conn.execute(
                 "UPDATE documents SET deleted_at = now(), updated_at = now(), run_id = %s"
                 " WHERE id = ANY(%s) AND deleted_at IS NULL",
                 [self.run.run_id, gone],
-            ).rowcount
+            )
             conn.execute(
                 "CREATE TEMP TABLE current_clusters ON COMMIT DROP AS"
                 " SELECT cluster AS id, min(id) FILTER (WHERE duplicate_of IS NULL) AS canonical, count(*) AS size"
@@ -315,7 +317,7 @@ class PostgresSink:
                 " ON CONFLICT (id) DO UPDATE SET canonical = EXCLUDED.canonical, size = EXCLUDED.size"
                 " WHERE (c.canonical, c.size) IS DISTINCT FROM (EXCLUDED.canonical, EXCLUDED.size)"
             )
-            changed = self.counts["inserted"] + self.counts["updated"] + deleted
+            changed = self.counts["inserted"] + self.counts["updated"] + self.counts["deleted"]
             first = conn.execute("SELECT NOT EXISTS (SELECT 1 FROM runs)").fetchone()
             if changed or (first and first[0]):
                 conn.execute(
@@ -323,7 +325,7 @@ class PostgresSink:
                     " VALUES (%s, %s, %s, %s, %s, %s, %s, %s) ON CONFLICT (run_id) DO NOTHING",
                     [
                         self.run.run_id, self.run.run_name, self.run.config_digest, len(self.seen),
-                        self.counts["inserted"], self.counts["updated"], self.counts["unchanged"], deleted,
+                        self.counts["inserted"], self.counts["updated"], self.counts["unchanged"],
+                        self.counts["deleted"],
                     ],
                 )
-        return deleted

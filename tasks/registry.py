@@ -66,6 +66,8 @@ def describe_validation_error(exc: ValidationError, cls: type[Step]) -> str:
         loc = ".".join(str(p) for p in err["loc"])
         if err["type"] == "extra_forbidden":
             lines.append(f"unknown option {loc!r}; valid options: {', '.join(fields) or 'none'}")
+        elif any(word in loc for word in ("dsn", "password", "secret")):
+            lines.append(f"option {loc!r}: {err['msg']}")  # never echo what may hold a credential
         else:
             lines.append(f"option {loc!r}: {err['msg']} (got {redact(repr(err.get('input')))})")
     return "; ".join(lines)

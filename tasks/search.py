@@ -60,7 +60,7 @@ def search(
         f" WHERE {' AND '.join(conditions)} ORDER BY score, d.id LIMIT ?"
     )
     try:
-        with closing(sqlite3.connect(f"file:{db_path}?mode=ro", uri=True)) as db:
+        with closing(sqlite3.connect(db_path.resolve().as_uri() + "?mode=ro", uri=True)) as db:
             try:
                 rows = db.execute(statement, [query, *params, limit]).fetchall()
             except sqlite3.OperationalError:

@@ -4,7 +4,7 @@ from __future__ import annotations
 import re
 
 _URL_PASSWORD = re.compile(r"(?P<head>\b[a-z][a-z0-9+.-]*://[^:/@\s]*:)[^@\s]*@", re.IGNORECASE)
-_KEYWORD_PASSWORD = re.compile(r"(?P<head>\bpassword\s*=\s*)('(?:[^'\\]|\\.)*'|\S+)", re.IGNORECASE)
+_KEYWORD_PASSWORD = re.compile(r"(?P<head>\b(?:ssl)?password\s*=\s*)('(?:[^'\\]|\\.)*'|\S+)", re.IGNORECASE)
 
 
 def redact(text: str) -> str:
@@ -13,11 +13,19 @@ def redact(text: str) -> str:
     return _KEYWORD_PASSWORD.sub(lambda m: f"{m['head']}***", text)
 
 
+class InvalidDsn(ValueError):
+    """Not a PostgreSQL DSN. The message leaves out libpq's, which may quote part of a password."""
+
+
 def split_password(dsn: str) -> tuple[str, str | None]:
     """A DSN without its password, and the password (None when it has none)."""
+    from psycopg import ProgrammingError
     from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
-    params = conninfo_to_dict(dsn)
+    try:
+        params = conninfo_to_dict(dsn)
+    except ProgrammingError:
+        raise InvalidDsn("not a valid PostgreSQL DSN (postgresql://user@host:port/db or key=value pairs)") from None
     password = params.pop("password", None)
     if password is None:
         return dsn, None
@@ -25,5 +33,8 @@ def split_password(dsn: str) -> tuple[str, str | None]:
 
 
 def has_password(dsn: str) -> bool:
-    """Whether a DSN carries a password (which must then stay out of configs and parameters)."""
-    return split_password(dsn)[1] is not None
+    """Whether a DSN carries a password or an SSL key password (neither may sit in a config)."""
+    from psycopg.conninfo import conninfo_to_dict
+
+    bare, password = split_password(dsn)
+    return password is not None or "sslpassword" in conninfo_to_dict(bare)

@@ -222,7 +222,7 @@ class SqliteSink:
         previous: list[tuple[Any, ...]] = []
         if self.target.exists():
             try:
-                with closing(sqlite3.connect(f"file:{self.target}?mode=ro", uri=True)) as old:
+                with closing(sqlite3.connect(self.target.resolve().as_uri() + "?mode=ro", uri=True)) as old:
                     previous = old.execute(f"SELECT {', '.join(RUN_COLUMNS)} FROM runs ORDER BY rowid").fetchall()
             except sqlite3.DatabaseError:
                 previous = []  # an older layout or a damaged file: its history cannot be carried over

@@ -19,6 +19,7 @@ from typing import Any
 
 import psycopg
 import pytest
+from psycopg.conninfo import make_conninfo
 
 from conftest import SEEDS
 from flowkit import run_flow, set_option
@@ -161,30 +162,41 @@ def test_a_document_gone_from_the_corpus_is_tombstoned_and_can_return(pg_dsn: st
 
 
 def test_a_reader_never_sees_half_a_batch(pg_dsn: str, schema: str, out: Path) -> None:
-    """Between batches a reader sees 0, 2, 4 or 6 documents (batch size 2), never an odd count."""
-    seen: set[int] = set()
-    stop = threading.Event()
+    """While the second batch waits on a lock, a reader sees the whole first batch — its
+    documents and all their entities — and nothing of the second."""
+    publisher(pg_dsn, schema).open_sink("postgres", out, RunInfo()).close()
+    seen: dict[str, Any] = {}
 
-    def watch() -> None:
-        with psycopg.connect(pg_dsn, autocommit=True) as conn:
-            while not stop.is_set():
-                try:
-                    count = conn.execute(f"SELECT count(*) FROM {schema}.documents").fetchone()
-                except psycopg.errors.UndefinedTable:
-                    continue
-                seen.add(count[0] if count else -1)
+    def read_while_blocked() -> None:
+        try:
+            with psycopg.connect(pg_dsn) as holder, psycopg.connect(pg_dsn, autocommit=True) as reader:
+                holder.execute(
+                    f"INSERT INTO {schema}.documents (id, path, sha256, status, text, meta, entity_count, row_hash, run_id)"
+                    " VALUES ('d02.txt', '', '', 'ok', '', '{}', 0, '', 'blocker')"
+                )
+                deadline = time.monotonic() + 30
+                while time.monotonic() < deadline and not reader.execute(
+                    "SELECT 1 FROM pg_stat_activity WHERE application_name = 'textmill-publish' AND wait_event_type = 'Lock'"
+                ).fetchall():
+                    time.sleep(0.01)
+                with reader.transaction():
+                    reader.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+                    seen["documents"] = reader.execute(f"SELECT id, entity_count FROM {schema}.documents ORDER BY id").fetchall()
+                    seen["entities"] = reader.execute(
+                        f"SELECT doc_id, count(*) FROM {schema}.entities GROUP BY doc_id ORDER BY doc_id"
+                    ).fetchall()
+                holder.rollback()
+        except Exception as exc:  # noqa: BLE001 - reported by the test
+            seen["error"] = repr(exc)
 
-    watcher = threading.Thread(target=watch)
-    watcher.start()
-    try:
-        publish(pg_dsn, schema, corpus(), tmp=out)
-    finally:
-        stop.set()
-        watcher.join()
-    with psycopg.connect(pg_dsn) as conn:
-        final = conn.execute(f"SELECT count(*) FROM {schema}.documents").fetchone()
-    assert seen <= {0, 2, 4, 6}
-    assert final == (6,)
+    reader_thread = threading.Thread(target=read_while_blocked)
+    reader_thread.start()
+    publish(pg_dsn, schema, corpus(), tmp=out)
+    reader_thread.join()
+    assert "error" not in seen, seen.get("error")
+    assert seen["documents"] == [("d00.txt", 2), ("d01.txt", 2)]
+    assert seen["entities"] == [("d00.txt", 2), ("d01.txt", 2)]
+    assert len(rows(pg_dsn, schema)["documents"]) == 6
 
 
 def block_batch_then_kill(dsn: str, schema: str, blocked_id: str, done: dict[str, Any]) -> None:
@@ -267,7 +279,7 @@ def test_removed_file_is_tombstoned_by_the_next_run(
     assert dead == [(removed.name,)]
 
 
-def test_connection_errors_and_serialization_failures_are_transient(pg_dsn: str) -> None:
+def test_a_killed_connection_is_transient(pg_dsn: str) -> None:
     from tasks.postgres import is_transient
 
     with psycopg.connect(pg_dsn, application_name="textmill-victim") as victim, psycopg.connect(pg_dsn, autocommit=True) as admin:
@@ -276,8 +288,13 @@ def test_connection_errors_and_serialization_failures_are_transient(pg_dsn: str)
             victim.execute("SELECT 1")
     assert is_transient(killed.value)
 
-    table = f"textmill_test_ser_{secrets.token_hex(4)}"
+
+def test_serialization_failures_are_transient(pg_dsn: str, schema: str) -> None:
+    from tasks.postgres import is_transient
+
+    table = f"{schema}.counter"
     with psycopg.connect(pg_dsn, autocommit=True) as admin:
+        admin.execute(f"CREATE SCHEMA {schema}")
         admin.execute(f"CREATE TABLE {table} (n int)")
         try:
             with psycopg.connect(pg_dsn) as a, psycopg.connect(pg_dsn) as b:
@@ -320,18 +337,18 @@ def test_unreachable_server_is_retried_then_reported(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(
-    ("dsn", "message"),
+    ("change", "message"),
     [
-        ("postgresql://postgres@127.0.0.1:5432/textmill_no_such_db", 'database "textmill_no_such_db" does not exist'),
-        ("postgresql://textmill_no_such_role@127.0.0.1:5432/test", 'role "textmill_no_such_role" does not exist'),
+        ({"dbname": "textmill_no_such_db"}, 'database "textmill_no_such_db" does not exist'),
+        ({"user": "textmill_no_such_role"}, 'role "textmill_no_such_role" does not exist'),
     ],
 )
-def test_permanent_errors_fail_at_once(pg_dsn: str, schema: str, tmp_path: Path, dsn: str, message: str) -> None:
+def test_permanent_errors_fail_at_once(pg_dsn: str, schema: str, tmp_path: Path, change: dict[str, str], message: str) -> None:
     from tasks.postgres import StoreError
 
     started = time.monotonic()
     with pytest.raises(StoreError, match=message):
-        publish(dsn, schema, corpus(), tmp=tmp_path, postgres_retries=5, postgres_retry_delay=5.0)
+        publish(make_conninfo(pg_dsn, **change), schema, corpus(), tmp=tmp_path, postgres_retries=5, postgres_retry_delay=5.0)
     assert time.monotonic() - started < 4, "a permanent error must not wait for a retry"
 
 
@@ -380,7 +397,8 @@ def test_dsn_password_never_reaches_logs_artifacts_manifest_or_errors(pg_dsn: st
     prefect_home = tmp_path / "prefect-home"
     env = {k: v for k, v in os.environ.items() if k not in ("PREFECT_API_URL", "PGPASSWORD")}
     env["PREFECT_HOME"] = str(prefect_home)
-    base = pg_dsn.replace("postgresql://postgres@", f"postgresql://postgres:{password}@")
+    base = make_conninfo(pg_dsn, password=password)
+    assert password in base
     out_dir = tmp_path / "out"
     ok = subprocess.run(
         [sys.executable, "-m", "flows.cli", "run", str(SEEDS), "--out", str(out_dir), "--config", str(config), "--publish", base, "-v"],
@@ -390,7 +408,7 @@ def test_dsn_password_never_reaches_logs_artifacts_manifest_or_errors(pg_dsn: st
     manifest = json.loads((out_dir / "manifest.json").read_text())
     assert manifest["published"]["postgres"]["inserted"] == 5
 
-    missing = base.rsplit("/", 1)[0] + "/textmill_no_such_db"
+    missing = make_conninfo(base, dbname="textmill_no_such_db")
     failed = subprocess.run(
         [sys.executable, "-m", "flows.cli", "run", str(SEEDS), "--out", str(tmp_path / "out2"), "--config", str(config), "--publish", missing, "-v"],
         capture_output=True, text=True, env=env, cwd=REPO, timeout=300,
@@ -405,3 +423,41 @@ def test_dsn_password_never_reaches_logs_artifacts_manifest_or_errors(pg_dsn: st
             if path.is_file():
                 assert password.encode() not in path.read_bytes(), f"password found in {path}"
     assert any(prefect_home.rglob("*.db")), "the runs were recorded in the Prefect database that was searched"
+
+
+def test_counts_stay_right_when_a_commit_acknowledgement_is_lost(
+    pg_dsn: str, schema: str, out: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Injected fault: the first batch commits, then the connection drops before the client
+    hears of it; the retry finds the rows already written and must still count them."""
+    from tasks.postgres import PostgresSink
+
+    real = PostgresSink._write_batch
+    lost = {"left": 1}
+
+    def commit_then_drop(self: PostgresSink, conn: Any, batch: Any) -> None:
+        real(self, conn, batch)
+        if lost["left"]:
+            lost["left"] -= 1
+            raise psycopg.OperationalError("consuming input failed: server closed the connection unexpectedly")
+
+    monkeypatch.setattr(PostgresSink, "_write_batch", commit_then_drop)
+    assert publish(pg_dsn, schema, corpus(), tmp=out, postgres_retry_delay=0.01) == {
+        "inserted": 6, "updated": 0, "unchanged": 0, "deleted": 0,
+    }
+    assert lost["left"] == 0
+    with psycopg.connect(pg_dsn) as conn:
+        assert conn.execute(f"SELECT inserted FROM {schema}.runs").fetchall() == [(6,)]
+
+
+@pytest.mark.parametrize(
+    "dsn",
+    ["host=db sslpassword=Hunter2Secret dbname=x", "host=db password=Hunter2 Secret", "postgresql://u@h/db?bogus=Hunter2Secret"],
+)
+def test_bad_or_secret_bearing_dsns_are_refused_cleanly(dsn: str) -> None:
+    from tasks.base import ConfigError
+    from tasks.registry import build_step, load_registry
+
+    with pytest.raises(ConfigError) as refused:
+        build_step("publish", {"formats": ["postgres"], "postgres_dsn": dsn}, load_registry(), REPO / "config")
+    assert "Hunter2" not in str(refused.value) and "Secret" not in str(refused.value)
