@@ -56,17 +56,23 @@ def run(
         help="Also publish to PostgreSQL, e.g. postgresql://user@host:5432/db. A password in the DSN is "
         "handed to libpq through PGPASSWORD, never to Prefect, logs or the manifest.",
     ),
+    runner: Optional[str] = typer.Option(
+        None, "--runner", help="threads (one process) or dask (worker processes) [default: [run] runner]."
+    ),
+    dask_address: Optional[str] = typer.Option(
+        None, "--dask-address", metavar="tcp://HOST:PORT", help="Run on an existing Dask cluster (implies --runner dask)."
+    ),
     verbose: bool = typer.Option(False, "--verbose", "-v", help="Show Prefect's logs."),
 ) -> None:
     """Run the pipeline over CORPUS and print a summary."""
     if not verbose:
         os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
+        os.environ.setdefault("DASK_LOGGING__DISTRIBUTED", "warning")
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
-    from prefect.task_runners import ThreadPoolTaskRunner
-
     from flows.config import load_config, publish_to_postgres
     from flows.pipeline import textmill
     from flows.progress import set_listener
+    from flows.runners import ensure_api_server, make_task_runner
 
     try:
         cfg = load_config(config)
@@ -80,7 +86,14 @@ def run(
             publish_to_postgres(cfg, publish)
         except ConfigError as exc:
             fail(str(exc), code=2)
-    flow = textmill.with_options(task_runner=ThreadPoolTaskRunner(max_workers=cfg.run.workers))
+    kind = "dask" if dask_address else runner or cfg.run.runner
+    try:
+        task_runner = make_task_runner(kind, cfg.run.workers, dask_address or cfg.run.dask_address)
+    except ConfigError as exc:
+        fail(str(exc), code=2)
+    if kind == "dask":
+        ensure_api_server()
+    flow = textmill.with_options(task_runner=task_runner)
     try:
         with RichProgress() as progress:
             set_listener(progress)
@@ -145,14 +158,12 @@ def fail(message: str, code: int = 1) -> NoReturn:
 
 def postgres_dsn_without_password(dsn: str) -> str:
     """The DSN Prefect may see; its password, if any, goes to libpq through PGPASSWORD."""
-    from psycopg import ProgrammingError
-
-    from tasks.secrets import split_password
+    from tasks.secrets import InvalidDsn, split_password
 
     try:
         bare, password = split_password(dsn)
-    except ProgrammingError as exc:
-        fail(f"--publish: not a PostgreSQL DSN: {exc}", code=2)
+    except InvalidDsn as exc:
+        fail(f"--publish: {exc}", code=2)
     if password is not None:
         os.environ["PGPASSWORD"] = password
     return bare

@@ -11,7 +11,7 @@ import tomllib
 from dataclasses import dataclass, replace
 from importlib.resources import files
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -35,7 +35,14 @@ class InputSection(Section):
 
 class RunSection(Section):
     shard_size: int = Field(500, gt=0, description="Target documents per shard task.")
-    workers: int = Field(default_factory=lambda: os.cpu_count() or 1, gt=0, description="Shard tasks run at once by `textmill run` (threads).")
+    workers: int = Field(
+        default_factory=lambda: os.cpu_count() or 1, gt=0,
+        description="Shard tasks run at once: threads, or Dask worker processes of a local cluster.",
+    )
+    runner: Literal["threads", "dask"] = Field(
+        "threads", description="threads: one process; dask: worker processes (a local cluster, or dask_address)."
+    )
+    dask_address: str | None = Field(None, description="Scheduler of an existing Dask cluster, e.g. tcp://10.0.0.5:8786.")
     retries: int = Field(3, ge=0, description="Retries of a task after a transient failure.")
     retry_delay_seconds: float = Field(1.0, ge=0, description="First retry delay; doubles each retry.")
     retry_jitter_factor: float = Field(0.5, ge=0, description="Random spread added to each delay.")

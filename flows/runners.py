@@ -1,0 +1,55 @@
+"""Task runners: Prefect's thread pool on one machine, or Dask worker processes (prefect-dask).
+
+On Dask each worker process builds a step once (`flows.shard.step_for`) and keeps it, so a
+spaCy model loads once per worker, not once per shard.
+"""
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from prefect.task_runners import ThreadPoolTaskRunner
+
+from tasks.base import ConfigError
+
+
+def make_task_runner(kind: str, workers: int, dask_address: str | None = None) -> Any:
+    """The Prefect task runner for `kind` ("threads" or "dask")."""
+    if kind == "threads":
+        if dask_address:
+            raise ConfigError("a Dask address needs the dask runner (--runner dask)")
+        return ThreadPoolTaskRunner(max_workers=workers)
+    if kind != "dask":
+        raise ConfigError(f"unknown runner {kind!r}; choose 'threads' or 'dask'")
+    from prefect_dask import DaskTaskRunner
+
+    if dask_address:
+        return DaskTaskRunner(address=dask_address)
+    return DaskTaskRunner(
+        cluster_kwargs={"n_workers": workers, "threads_per_worker": 1, "processes": True, "dashboard_address": ":0"}
+    )
+
+
+def ensure_api_server() -> Any | None:
+    """Start Prefect's temporary API server unless PREFECT_API_URL names one, and export its URL.
+
+    Dask worker processes start after this and inherit the URL, so their task runs report to
+    the same server as the flow; without it each worker would start a server of its own.
+    """
+    from prefect.settings import PREFECT_API_URL
+
+    if os.environ.get("PREFECT_API_URL") or PREFECT_API_URL.value():
+        return None
+    from prefect.server.api.server import SubprocessASGIServer
+
+    server = SubprocessASGIServer()
+    server.start()
+    os.environ["PREFECT_API_URL"] = server.api_url
+    return server
+
+
+def loaded_steps() -> list[str]:
+    """Names of the steps this process has built (on a Dask worker: `client.run(loaded_steps)`)."""
+    from flows import shard
+
+    return sorted(step.name for step in shard._steps.values())

@@ -1,0 +1,88 @@
+"""Scale-out on Dask: a scheduler and two worker processes give the same corpus as one process."""
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from bench.synth import generate
+from conftest import REPO, shared_path
+from flowkit import run_flow
+from flows.pipeline import textmill
+from flows.runners import loaded_steps, make_task_runner
+
+pytestmark = pytest.mark.slow
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.fixture
+def dask_cluster(prefect_server: None, tmp_path: Path) -> Iterator[str]:
+    """`dask scheduler` and two `dask worker` processes on 127.0.0.1, reporting to the test server."""
+    from distributed import Client
+    from prefect.settings import PREFECT_API_URL
+
+    address = f"tcp://127.0.0.1:{free_port()}"
+    env = {
+        **os.environ,
+        "PREFECT_API_URL": str(PREFECT_API_URL.value()),
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        "PREFECT_LOGGING_LEVEL": "WARNING",
+    }
+    log = (tmp_path / "dask.log").open("wb")
+    common = {"env": env, "cwd": REPO, "stdout": log, "stderr": subprocess.STDOUT}
+    scheduler = subprocess.Popen(
+        [sys.executable, "-m", "distributed.cli.dask_scheduler", "--host", "127.0.0.1",
+         "--port", address.rsplit(":", 1)[1], "--no-dashboard"],
+        **common,  # type: ignore[call-overload]
+    )
+    workers = [
+        subprocess.Popen(
+            [sys.executable, "-m", "distributed.cli.dask_worker", address, "--nthreads", "1",
+             "--no-dashboard", "--name", f"worker-{n}"],
+            **common,  # type: ignore[call-overload]
+        )
+        for n in range(2)
+    ]
+    try:
+        with Client(address, timeout=60) as client:
+            client.wait_for_workers(2, timeout=120)
+        yield address
+    finally:
+        for proc in (*workers, scheduler):
+            proc.terminate()
+        for proc in (*workers, scheduler):
+            proc.wait(timeout=30)
+        log.close()
+
+
+def sorted_lines(path: Path) -> list[str]:
+    return sorted(path.read_text(encoding="utf-8").splitlines())
+
+
+def test_dask_cluster_gives_the_same_corpus_as_threads(dask_cluster: str, tmp_path: Path) -> None:
+    from distributed import Client
+
+    corpus = tmp_path / "corpus"
+    planted = generate(shared_path("corpora", "bbc"), corpus, 300, seed=300)
+    threads = run_flow(corpus, tmp_path / "threads")
+    flow = textmill.with_options(task_runner=make_task_runner("dask", 2, dask_cluster))
+    on_dask = flow(corpus=str(corpus), out=str(tmp_path / "dask"))
+
+    assert on_dask["counts"] == threads["counts"]
+    assert on_dask["counts"]["duplicate"] >= planted.exact
+    assert sorted_lines(tmp_path / "dask" / "documents.jsonl") == sorted_lines(tmp_path / "threads" / "documents.jsonl")
+    with Client(dask_cluster) as client:
+        held = client.run(loaded_steps)
+    assert len(held) == 2
+    assert all(names.count("entities") <= 1 for names in held.values()), "a model loads once per worker process"
+    assert sum(names.count("entities") for names in held.values()) >= 1, "the entities step ran on the workers"
