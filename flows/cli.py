@@ -106,6 +106,37 @@ def run(
 
 
 @app.command()
+def serve(
+    corpus: Path = typer.Argument(..., help="Folder to process on every scheduled run."),
+    out: Path = typer.Option(Path("out"), "--out", help="Output folder (also holds the cache, so runs are incremental)."),
+    config: Optional[Path] = typer.Option(None, "--config", help="Pipeline config [default: config/pipeline.toml]."),
+    cron: Optional[str] = typer.Option(None, "--cron", help='Cron schedule, e.g. "0 * * * *" (hourly).'),
+    interval: Optional[int] = typer.Option(None, "--interval", min=1, help="Run every SECONDS instead of a cron schedule."),
+    name: Optional[str] = typer.Option(None, "--name", help="Deployment name [default: textmill-<corpus folder>]."),
+) -> None:
+    """Serve the flow as a scheduled deployment until interrupted (Prefect `flow.serve`)."""
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    from flows.config import load_config
+    from flows.pipeline import textmill
+
+    if (cron is None) == (interval is None):
+        fail("give exactly one of --cron and --interval", code=2)
+    try:
+        cfg = load_config(config)
+    except ConfigError as exc:
+        fail(str(exc), code=2)
+    if not corpus.is_dir():
+        fail(f"corpus folder not found: {corpus}", code=2)
+    textmill.serve(
+        name=name or f"textmill-{corpus.resolve().name}",
+        cron=cron,
+        interval=interval,
+        parameters={"corpus": str(corpus.resolve()), "out": str(out.resolve()), "config": str(cfg.path)},
+        tags=["textmill"],
+    )
+
+
+@app.command()
 def search(
     out: Path = typer.Argument(..., help="Output folder of a run (holds textmill.sqlite)."),
     query: str = typer.Argument(..., help='FTS5 query: words, "a phrase", OR, NOT, prefix*.'),

@@ -1,0 +1,111 @@
+"""Scheduled runs against a real `prefect server start`: `textmill serve` registers a deployment
+with the schedule asked for, and a scheduled run executes and completes."""
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from conftest import REPO, SEEDS
+
+pytestmark = pytest.mark.slow
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.fixture(scope="module")
+def prefect_api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """`prefect server start` on 127.0.0.1, a free port and its own PREFECT_HOME; stopped by pid."""
+    home = tmp_path_factory.mktemp("prefect-server")
+    port = free_port()
+    env = {
+        **os.environ,
+        "PREFECT_HOME": str(home),
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        "PREFECT_SERVER_SERVICES_SCHEDULER_LOOP_SECONDS": "2",
+        "PREFECT_UI_ENABLED": "false",
+    }
+    env.pop("PREFECT_API_URL", None)
+    log = (home / "server.log").open("wb")
+    server = subprocess.Popen(
+        [sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1", "--port", str(port)],
+        env=env, stdout=log, stderr=subprocess.STDOUT,
+    )
+    url = f"http://127.0.0.1:{port}/api"
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                if httpx.get(f"{url}/health", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if server.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"prefect server did not start; see {home / 'server.log'}")
+            time.sleep(0.5)
+        yield url
+    finally:
+        server.terminate()
+        try:
+            server.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            server.kill()
+        log.close()
+
+
+def api(url: str, path: str, body: dict | None = None) -> object:
+    response = httpx.post(f"{url}{path}", json=body or {}, timeout=10)
+    response.raise_for_status()
+    return response.json()
+
+
+def test_serve_registers_the_schedule_and_a_scheduled_run_completes(prefect_api: str, tmp_path: Path) -> None:
+    env = {
+        **os.environ,
+        "PREFECT_API_URL": prefect_api,
+        "PREFECT_RUNNER_POLL_FREQUENCY": "2",
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        "PREFECT_HOME": str(tmp_path / "client-home"),
+    }
+    log = (tmp_path / "serve.log").open("wb")
+    serve = subprocess.Popen(
+        [sys.executable, "-m", "flows.cli", "serve", str(SEEDS), "--out", str(tmp_path / "out"),
+         "--interval", "5", "--name", "seeds-every-5s"],
+        env=env, cwd=REPO, stdout=log, stderr=subprocess.STDOUT,
+    )
+    try:
+        deadline = time.monotonic() + 240
+        deployment: dict = {}
+        completed: list = []
+        while time.monotonic() < deadline and not completed:
+            assert serve.poll() is None, (tmp_path / "serve.log").read_text()[-3000:]
+            found = api(prefect_api, "/deployments/filter", {"deployments": {"name": {"any_": ["seeds-every-5s"]}}})
+            if found:
+                deployment = found[0]  # type: ignore[index]
+                runs = api(prefect_api, "/flow_runs/filter", {"deployments": {"id": {"any_": [deployment["id"]]}}})
+                completed = [r for r in runs if r["state_type"] == "COMPLETED"]  # type: ignore[union-attr]
+            time.sleep(2)
+        assert deployment, "the deployment was registered"
+        schedules = [s["schedule"] for s in deployment["schedules"]]
+        assert [s.get("interval") for s in schedules] == [5.0]
+        assert deployment["parameters"]["corpus"] == str(SEEDS.resolve())
+        assert completed, "a scheduled run completed within the wait; log:\n" + (tmp_path / "serve.log").read_text()[-3000:]
+        assert (tmp_path / "out" / "manifest.json").exists()
+    finally:
+        serve.terminate()
+        try:
+            serve.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            serve.kill()
+        log.close()
