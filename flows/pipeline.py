@@ -11,9 +11,15 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
+from uuid import UUID
 
 from prefect import flow, get_run_logger, task
-from prefect.artifacts import create_markdown_artifact, create_table_artifact
+from prefect.artifacts import (
+    create_markdown_artifact,
+    create_progress_artifact,
+    create_table_artifact,
+    update_progress_artifact,
+)
 from prefect.cache_policies import CacheKeyFnPolicy
 from prefect.context import TaskRunContext
 from prefect.futures import PrefectFuture, as_completed
@@ -126,6 +132,25 @@ class Runner:
     paths: Paths
     settings: RunSection
     stages: dict[str, StageStats]
+    progress_artifact: UUID | None = None
+    expected_tasks: int = 0
+    finished_tasks: int = 0
+
+    def track(self, expected_tasks: int) -> None:
+        """Create the run's progress artifact: the share of its shard tasks that have finished."""
+        self.expected_tasks = expected_tasks
+        self.progress_artifact = create_progress_artifact(
+            progress=0.0, key="textmill-progress", description="Shard tasks finished"
+        )
+
+    def task_finished(self, stage: str) -> None:
+        self.finished_tasks += 1
+        if self.progress_artifact is not None and self.expected_tasks:
+            update_progress_artifact(
+                self.progress_artifact,
+                progress=min(100.0, 100.0 * self.finished_tasks / self.expected_tasks),
+                description=f"{self.finished_tasks} of {self.expected_tasks} shard tasks finished (last: {stage})",
+            )
 
     def configure(self, fn: Any, name: str, cached: bool = True) -> Any:
         """`fn` with the run's retry policy and, when `cached`, the shard cache.
@@ -169,6 +194,7 @@ class Runner:
                 result = replace(result, computed=0, updated=0, cached=result.computed + result.cached)
             results[futures[future]] = result
             progress.advance(stage, sizes[futures[future]])
+            self.task_finished(stage)
         progress.finish(stage)
         if failures:
             raise failures[0]
@@ -198,6 +224,7 @@ def textmill(corpus: str, out: str = "out", config: str | None = None, publish: 
     for src in sources:
         members.setdefault(shard_of(src.id, count), []).append(src)
     shards = sorted(members)
+    runner.track(len(shards) * (1 + sum({"document": 1, "corpus": 2}.get(s.scope, 0) for s in cfg.steps)))
     logger.info("%s files in %s shards; steps: %s", len(sources), len(shards), ", ".join(s.name for s in cfg.steps))
 
     read = runner.configure(read_task, "read-{shard_no}")
