@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import socket
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -15,6 +16,13 @@ REPO = Path(__file__).resolve().parents[1]
 SEEDS = REPO / "seeds"
 CONFIG = REPO / "config" / "pipeline.toml"
 SHARED = Path(os.environ.get("TEXTMILL_SHARED", REPO.parent / "shared"))
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
 
 
 def shared_path(*parts: str) -> Path:

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -11,18 +10,12 @@ from pathlib import Path
 import pytest
 
 from bench.synth import generate
-from conftest import REPO, shared_path
+from conftest import REPO, free_port, shared_path
 from flowkit import run_flow
 from flows.pipeline import textmill
 from flows.runners import loaded_steps, make_task_runner
 
 pytestmark = pytest.mark.slow
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @pytest.fixture
