@@ -69,17 +69,12 @@ def run(
         os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
         os.environ.setdefault("DASK_LOGGING__DISTRIBUTED", "warning")
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
-    from flows.config import load_config, publish_to_postgres
+    from flows.config import publish_to_postgres
     from flows.pipeline import textmill
     from flows.progress import set_listener
     from flows.runners import ensure_api_server, make_task_runner
 
-    try:
-        cfg = load_config(config)
-    except ConfigError as exc:
-        fail(str(exc), code=2)
-    if not corpus.is_dir():
-        fail(f"corpus folder not found: {corpus}", code=2)
+    cfg = checked_config(config, corpus)
     if publish:
         publish = postgres_dsn_without_password(publish)
         try:
@@ -116,17 +111,11 @@ def serve(
 ) -> None:
     """Serve the flow as a scheduled deployment until interrupted (Prefect `flow.serve`)."""
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
-    from flows.config import load_config
     from flows.pipeline import textmill
 
     if (cron is None) == (interval is None):
         fail("give exactly one of --cron and --interval", code=2)
-    try:
-        cfg = load_config(config)
-    except ConfigError as exc:
-        fail(str(exc), code=2)
-    if not corpus.is_dir():
-        fail(f"corpus folder not found: {corpus}", code=2)
+    cfg = checked_config(config, corpus)
     textmill.serve(
         name=name or f"textmill-{corpus.resolve().name}",
         cron=cron,
@@ -178,6 +167,19 @@ def steps() -> None:
         for row in describe_options(cls):
             table.add_row(*row)
         Console().print(table)
+
+
+def checked_config(config: Path | None, corpus: Path) -> Any:
+    """The validated pipeline config, after checking the corpus folder; exit 2 on either problem."""
+    from flows.config import load_config
+
+    try:
+        cfg = load_config(config)
+    except ConfigError as exc:
+        fail(str(exc), code=2)
+    if not corpus.is_dir():
+        fail(f"corpus folder not found: {corpus}", code=2)
+    return cfg
 
 
 def fail(message: str, code: int = 1) -> NoReturn:

@@ -27,6 +27,7 @@ from tenacity import Retrying, retry_if_exception, stop_after_attempt, wait_expo
 from tasks.base import RunInfo
 from tasks.document import Document
 from tasks.secrets import redact
+from tasks.sinks import document_row, entity_rows
 
 log = logging.getLogger("textmill.publish.postgres")
 
@@ -132,8 +133,6 @@ class PostgresSink:
     # -- the Sink protocol ----------------------------------------------------------------
 
     def write(self, doc: Document) -> None:
-        from tasks.sinks import document_row, entity_rows
-
         row = document_row(doc)
         entities = entity_rows(doc)
         row["row_hash"] = row_hash(row, entities)

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from bench.synth import generate
-from conftest import REPO, free_port, shared_path
+from conftest import REPO, free_port, shared_path, stop
 from flowkit import run_flow
 from flows.pipeline import textmill
 from flows.runners import loaded_steps, make_task_runner
@@ -52,9 +52,7 @@ def dask_cluster(prefect_server: None, tmp_path: Path) -> Iterator[str]:
         yield address
     finally:
         for proc in (*workers, scheduler):
-            proc.terminate()
-        for proc in (*workers, scheduler):
-            proc.wait(timeout=30)
+            stop(proc)
         log.close()
 
 

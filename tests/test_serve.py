@@ -13,7 +13,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from conftest import REPO, SEEDS, free_port
+from conftest import REPO, SEEDS, free_port, stop
 
 pytestmark = pytest.mark.slow
 
@@ -50,11 +50,7 @@ def prefect_api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
             time.sleep(0.5)
         yield url
     finally:
-        server.terminate()
-        try:
-            server.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            server.kill()
+        stop(server)
         log.close()
 
 
@@ -144,9 +140,5 @@ def test_serve_registers_the_schedule_and_a_scheduled_run_completes(prefect_api:
         assert completed, "a scheduled run completed within the wait; log:\n" + (tmp_path / "serve.log").read_text()[-3000:]
         assert (tmp_path / "out" / "manifest.json").exists()
     finally:
-        serve.terminate()
-        try:
-            serve.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            serve.kill()
+        stop(serve)
         log.close()
