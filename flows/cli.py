@@ -109,8 +109,14 @@ def serve(
     interval: Optional[int] = typer.Option(None, "--interval", min=1, help="Run every SECONDS instead of a cron schedule."),
     name: Optional[str] = typer.Option(None, "--name", help="Deployment name [default: textmill-<corpus folder>]."),
 ) -> None:
-    """Serve the flow as a scheduled deployment until interrupted (Prefect `flow.serve`)."""
+    """Serve the flow as a scheduled deployment until interrupted (Prefect `flow.serve`).
+
+    One run at a time: a scheduled run that comes due while the previous one still works on the
+    same output folder is cancelled, and the next one picks up whatever it would have done.
+    """
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    from prefect.client.schemas.objects import ConcurrencyLimitConfig, ConcurrencyLimitStrategy
+
     from flows.pipeline import textmill
 
     if (cron is None) == (interval is None):
@@ -122,6 +128,7 @@ def serve(
         interval=interval,
         parameters={"corpus": str(corpus.resolve()), "out": str(out.resolve()), "config": str(cfg.path)},
         tags=["textmill"],
+        global_limit=ConcurrencyLimitConfig(limit=1, collision_strategy=ConcurrencyLimitStrategy.CANCEL_NEW),
     )
 
 
@@ -212,7 +219,8 @@ def print_summary(manifest: dict[str, Any], out: Path) -> None:
     totals.add_row("files in", str(manifest["files"]))
     totals.add_row("documents", str(manifest["documents"]))
     totals.add_row("ok", str(counts.get("ok", 0)))
-    totals.add_row("duplicates", str(counts.get("duplicate", 0)))
+    clusters = manifest.get("clusters", 0)
+    totals.add_row("duplicates", f"{counts.get('duplicate', 0)}" + (f" (in {clusters} cluster{'s' if clusters > 1 else ''})" if clusters else ""))
     rejected = ", ".join(f"{k}: {v}" for k, v in manifest["rejected"].items())
     totals.add_row("rejected", f"{counts.get('rejected', 0)}" + (f" ({rejected})" if rejected else ""))
     totals.add_row("languages", ", ".join(f"{k} {v}" for k, v in manifest["languages"].items()) or "-")

@@ -33,6 +33,7 @@ from flows.keys import digest, digest_lines, shard_count, shard_of
 from flows.progress import listener
 from flows.report import StageStats, build_manifest, steps_table, summary_markdown, write_manifest
 from flows.retry import retry_transient
+from flows.runners import watched_server
 from flows.shard import DocRef, Paths, ShardResult
 from tasks.base import RunInfo
 from tasks.read import READER_VERSION, SourceFile, discover
@@ -132,6 +133,7 @@ class Runner:
     paths: Paths
     settings: RunSection
     stages: dict[str, StageStats]
+    tag_steps: bool = False
     progress_artifact: UUID | None = None
     expected_tasks: int = 0
     finished_tasks: int = 0
@@ -152,12 +154,13 @@ class Runner:
                 description=f"{self.finished_tasks} of {self.expected_tasks} shard tasks finished (last: {stage})",
             )
 
-    def configure(self, fn: Any, name: str, cached: bool = True) -> Any:
-        """`fn` with the run's retry policy and, when `cached`, the shard cache.
+    def configure(self, fn: Any, name: str, step: str, cached: bool = True) -> Any:
+        """`fn` with the run's retry policy, the step's tag and, when `cached`, the shard cache.
 
-        No tags: Prefect checks each tag for a concurrency limit, and on a local server that check
-        was answered 503 and retried after about 2 s for every new tag: a warm BBC run took 25 s
-        with a tag per step and 16 s without. Task run names carry the step instead.
+        Tags only on a server someone watches: Prefect checks every task run's tags against
+        concurrency limits, and on a SQLite-backed server (the temporary one of an ad hoc run)
+        that check waits about 2 s for the database lock for each new tag
+        (docs/operations.md, "Tags per step").
         """
         options: dict[str, Any] = {
             "task_run_name": name,
@@ -166,6 +169,8 @@ class Runner:
             "retry_jitter_factor": self.settings.retry_jitter_factor,
             "retry_condition_fn": retry_transient,
         }
+        if self.tag_steps:
+            options["tags"] = [step]
         if cached:
             options.update(
                 cache_policy=CacheKeyFnPolicy(cache_key_fn=cache_key),
@@ -216,7 +221,7 @@ def textmill(corpus: str, out: str = "out", config: str | None = None, publish: 
     if publish:
         cfg = publish_to_postgres(cfg, publish)
     paths = Paths(corpus=str(Path(corpus).resolve()), out=str(Path(out).resolve()))
-    runner = Runner(paths, cfg.run, {})
+    runner = Runner(paths, cfg.run, {}, tag_steps=watched_server())
 
     sources = discover_sources(paths.corpus, paths.out)
     count = shard_count(len(sources), cfg.run.shard_size)
@@ -227,7 +232,7 @@ def textmill(corpus: str, out: str = "out", config: str | None = None, publish: 
     runner.track(len(shards) * (1 + sum({"document": 1, "corpus": 2}.get(s.scope, 0) for s in cfg.steps)))
     logger.info("%s files in %s shards; steps: %s", len(sources), len(shards), ", ".join(s.name for s in cfg.steps))
 
-    read = runner.configure(read_task, "read-{shard_no}")
+    read = runner.configure(read_task, "read-{shard_no}", "read")
     results = runner.map_shards(
         "read",
         lambda n: read.submit(paths, n, members[n], cfg.input.max_bytes, READER_VERSION),
@@ -240,7 +245,7 @@ def textmill(corpus: str, out: str = "out", config: str | None = None, publish: 
     for step in cfg.steps:
         sizes = {n: len(refs[n]) for n in shards}
         if step.scope == "document":
-            doc_task = runner.configure(document_task, f"{step.name}-{{shard_no}}")
+            doc_task = runner.configure(document_task, f"{step.name}-{{shard_no}}", step.name)
             results = runner.map_shards(step.name, lambda n: doc_task.submit(paths, step, n, refs[n]), shards, sizes)
         elif step.scope == "corpus":
             results = run_corpus_step(runner, step, shards, refs, sizes)
@@ -253,7 +258,7 @@ def textmill(corpus: str, out: str = "out", config: str | None = None, publish: 
 
     final = [ref for n in shards for ref in refs[n]]
     started = time.perf_counter()
-    publish = runner.configure(publish_task, "publish", cached=False)
+    publish = runner.configure(publish_task, "publish", "publish", cached=False)
     run_info = RunInfo(run_id=str(flow_run.id), run_name=flow_run.name or run_name(), config_digest=cfg.digest)
     outcome = publish.submit(paths, sink, final, run_info).result()
     if sink is not None:
@@ -285,14 +290,14 @@ def run_corpus_step(
 ) -> dict[int, ShardResult]:
     """Summarize per shard, index once, apply per shard; the step's seconds cover all three."""
     paths = runner.paths
-    summarize = runner.configure(summarize_task, f"{step.name}-summarize-{{shard_no}}")
+    summarize = runner.configure(summarize_task, f"{step.name}-summarize-{{shard_no}}", step.name)
     summaries = runner.map_shards(step.name, lambda n: summarize.submit(paths, step, n, refs[n]), shards, sizes)
     bundles = {n: r.bundle or "" for n, r in summaries.items()}
     started = time.perf_counter()
-    index = runner.configure(index_task, f"{step.name}-index").submit(paths, step, sorted(bundles.values()))
+    index = runner.configure(index_task, f"{step.name}-index", step.name).submit(paths, step, sorted(bundles.values()))
     index_path = index.result()
     runner.stages[step.name].seconds += time.perf_counter() - started
-    apply = runner.configure(apply_task, f"{step.name}-{{shard_no}}")
+    apply = runner.configure(apply_task, f"{step.name}-{{shard_no}}", step.name)
     applied = runner.map_shards(
         f"{step.name}:apply", lambda n: apply.submit(paths, step, n, refs[n], bundles[n], index_path), shards, sizes
     )

@@ -12,6 +12,7 @@ from tasks.atomic import write_atomic
 from tasks.document import Document
 
 TOP_ENTITIES = 10
+TOP_CLUSTERS = 5
 # Numbers, dates and amounts are entities to spaCy but say nothing about what a corpus is about.
 UNNAMED_LABELS = frozenset({"CARDINAL", "ORDINAL", "DATE", "TIME", "PERCENT", "MONEY", "QUANTITY"})
 
@@ -41,6 +42,8 @@ class CorpusStats:
     languages: dict[str, int] = field(default_factory=dict)
     entities: int = 0
     top_entities: list[tuple[str, str, int]] = field(default_factory=list)
+    clusters: int = 0
+    largest_clusters: list[tuple[str, int]] = field(default_factory=list)
 
 
 class StatsCollector:
@@ -52,6 +55,7 @@ class StatsCollector:
         self.rejected: Counter[str] = Counter()
         self.languages: Counter[str] = Counter()
         self.names: Counter[tuple[str, str]] = Counter()
+        self.duplicates_of: Counter[str] = Counter()
 
     def observe(self, docs: Iterable[Document]) -> Iterator[Document]:
         """Pass `docs` through unchanged, counting each."""
@@ -66,6 +70,8 @@ class StatsCollector:
             self.rejected[rejection_kind(doc.reason)] += 1
         elif doc.status == "ok":
             self.languages[doc.lang or "none"] += 1
+        if doc.duplicate_of:
+            self.duplicates_of[doc.duplicate_of] += 1
         self.entities += len(doc.entities)
         for ent in doc.entities:
             if ent.label not in UNNAMED_LABELS:
@@ -80,6 +86,11 @@ class StatsCollector:
             languages=dict(self.languages.most_common()),
             entities=self.entities,
             top_entities=[(name, label, count) for (name, label), count in top],
+            clusters=len(self.duplicates_of),
+            largest_clusters=[
+                (canonical, 1 + count)
+                for canonical, count in sorted(self.duplicates_of.items(), key=lambda kv: (-kv[1], kv[0]))[:TOP_CLUSTERS]
+            ],
         )
 
 
@@ -117,6 +128,8 @@ def build_manifest(
         "languages": stats.languages,
         "entities": stats.entities,
         "top_entities": [{"name": n, "label": l, "count": c} for n, l, c in stats.top_entities],
+        "clusters": stats.clusters,
+        "largest_clusters": [{"canonical": c, "documents": n} for c, n in stats.largest_clusters],
         "step_versions": step_versions,
         "read": asdict(read),
         "steps": {name: asdict(s) for name, s in stages.items() if name != "read"},
@@ -132,13 +145,16 @@ def write_manifest(out_dir: Path, manifest: dict[str, Any]) -> Path:
 
 
 def summary_markdown(manifest: dict[str, Any]) -> str:
-    """The markdown artifact: counts, cache use per step, languages, top entities."""
+    """The markdown artifact: counts, cache use per step, languages, top entities, clusters."""
     counts = manifest["counts"]
+    read = manifest["read"]
     lines = [
         f"# textmill run `{manifest['run_name']}`",
         "",
         f"Corpus `{manifest['corpus']}`: {manifest['files']} files, {manifest['documents']} documents — "
         + ", ".join(f"{counts.get(s, 0)} {s}" for s in ("ok", "duplicate", "rejected")),
+        "",
+        f"New or changed files read this run: {read['computed']}; unchanged, from the cache: {read['cached']}.",
         "",
         "| step | computed | cached | skipped | updated | seconds |",
         "|---|---:|---:|---:|---:|---:|",
@@ -153,6 +169,9 @@ def summary_markdown(manifest: dict[str, Any]) -> str:
         lines += ["", "Languages: " + ", ".join(f"{k} {v}" for k, v in manifest["languages"].items())]
     if manifest["top_entities"]:
         lines += ["", "Top entities: " + ", ".join(f"{e['name']} ({e['label']}, {e['count']})" for e in manifest["top_entities"])]
+    if manifest["clusters"]:
+        largest = ", ".join(f"`{c['canonical']}` ({c['documents']} documents)" for c in manifest["largest_clusters"])
+        lines += ["", f"Duplicate clusters: {manifest['clusters']}; largest: {largest}"]
     return "\n".join(lines) + "\n"
 
 

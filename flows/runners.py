@@ -30,6 +30,18 @@ def make_task_runner(kind: str, workers: int, dask_address: str | None = None) -
     )
 
 
+_temporary_api_url: str | None = None
+
+
+def watched_server() -> bool:
+    """Whether runs report to a Prefect server someone can watch: one named by PREFECT_API_URL,
+    not the temporary server of an ad hoc run, which disappears with it."""
+    from prefect.settings import PREFECT_API_URL
+
+    url = os.environ.get("PREFECT_API_URL") or PREFECT_API_URL.value()
+    return bool(url) and url != _temporary_api_url
+
+
 def ensure_api_server() -> Any | None:
     """Start Prefect's temporary API server unless PREFECT_API_URL names one, and export its URL.
 
@@ -42,9 +54,10 @@ def ensure_api_server() -> Any | None:
         return None
     from prefect.server.api.server import SubprocessASGIServer
 
+    global _temporary_api_url
     server = SubprocessASGIServer()
     server.start()
-    os.environ["PREFECT_API_URL"] = server.api_url
+    os.environ["PREFECT_API_URL"] = _temporary_api_url = server.api_url
     return server
 
 

@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 import time
+from datetime import datetime
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -14,6 +15,8 @@ import httpx
 import pytest
 
 from conftest import REPO, SEEDS, free_port, stop
+from flowkit import run_flow, set_option
+from tasks.language import LanguageTagger
 
 pytestmark = pytest.mark.slow
 
@@ -87,6 +90,9 @@ def test_a_run_shows_completed_tasks_artifacts_and_counts_then_cached_shards(pre
     for step in ("read", "clean", "dedupe-summarize", "dedupe", "language", "entities-summarize", "entities"):
         assert names.get(f"{step}-0") == "Completed", names
     assert names["publish"] == "Completed"
+    tags = {t["name"]: t["tags"] for t in tasks}  # type: ignore[union-attr]
+    assert tags["clean-0"] == ["clean"] and tags["dedupe-summarize-0"] == ["dedupe"] and tags["dedupe-index"] == ["dedupe"]
+    assert tags["entities-0"] == ["entities"] and tags["publish"] == ["publish"]
     artifacts = api(prefect_api, "/artifacts/filter", {"flow_runs": {"id": {"any_": [flow_run["id"]]}}})
     by_key = {a["key"]: a for a in artifacts}  # type: ignore[union-attr]
     assert {"textmill-summary", "textmill-steps", "textmill-progress"} <= set(by_key)
@@ -107,7 +113,9 @@ def test_a_run_shows_completed_tasks_artifacts_and_counts_then_cached_shards(pre
     assert shard_states and set(shard_states.values()) == {"Cached"}, shard_states
 
 
-def test_serve_registers_the_schedule_and_a_scheduled_run_completes(prefect_api: str, tmp_path: Path) -> None:
+def test_serve_registers_the_schedule_and_scheduled_runs_compute_only_new_files(
+    prefect_api: str, seeds_copy: Path, tmp_path: Path
+) -> None:
     env = {
         **os.environ,
         "PREFECT_API_URL": prefect_api,
@@ -115,30 +123,96 @@ def test_serve_registers_the_schedule_and_a_scheduled_run_completes(prefect_api:
         "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
         "PREFECT_HOME": str(tmp_path / "client-home"),
     }
-    log = (tmp_path / "serve.log").open("wb")
+    log_path = tmp_path / "serve.log"
+    log = log_path.open("wb")
     serve = subprocess.Popen(
-        [sys.executable, "-m", "flows.cli", "serve", str(SEEDS), "--out", str(tmp_path / "out"),
+        [sys.executable, "-m", "flows.cli", "serve", str(seeds_copy), "--out", str(tmp_path / "out"),
          "--interval", "5", "--name", "seeds-every-5s"],
         env=env, cwd=REPO, stdout=log, stderr=subprocess.STDOUT,
     )
     try:
-        deadline = time.monotonic() + 240
-        deployment: dict = {}
-        completed: list = []
-        while time.monotonic() < deadline and not completed:
-            assert serve.poll() is None, (tmp_path / "serve.log").read_text()[-3000:]
-            found = api(prefect_api, "/deployments/filter", {"deployments": {"name": {"any_": ["seeds-every-5s"]}}})
-            if found:
-                deployment = found[0]  # type: ignore[index]
-                runs = api(prefect_api, "/flow_runs/filter", {"deployments": {"id": {"any_": [deployment["id"]]}}})
-                completed = [r for r in runs if r["state_type"] == "COMPLETED"]  # type: ignore[union-attr]
-            time.sleep(2)
-        assert deployment, "the deployment was registered"
+        deployment, first = wait_for_completed_run(prefect_api, serve, log_path, "seeds-every-5s", after=0.0)
         schedules = [s["schedule"] for s in deployment["schedules"]]
         assert [s.get("interval") for s in schedules] == [5.0]
-        assert deployment["parameters"]["corpus"] == str(SEEDS.resolve())
-        assert completed, "a scheduled run completed within the wait; log:\n" + (tmp_path / "serve.log").read_text()[-3000:]
+        assert deployment["parameters"]["corpus"] == str(seeds_copy.resolve())
+        assert deployment["global_concurrency_limit"]["limit"] == 1
+        assert deployment["concurrency_options"]["collision_strategy"] == "CANCEL_NEW"
         assert (tmp_path / "out" / "manifest.json").exists()
+
+        added = time.time()
+        (seeds_copy / "005_added.txt").write_text(
+            "Scheduled runs pick up new files. The council in Leeds approved the new library on Tuesday, "
+            "after a long debate about its cost and its opening hours.\n"
+        )
+        _, later = wait_for_completed_run(prefect_api, serve, log_path, "seeds-every-5s", after=added)
+        summary = artifact(prefect_api, later["id"], "textmill-summary")
+        assert "New or changed files read this run: 1; unchanged, from the cache: 5." in summary
+        steps = {row["step"]: row for row in json.loads(artifact(prefect_api, later["id"], "textmill-steps"))}
+        assert {name: row["computed"] for name, row in steps.items()} == {
+            "clean": 1, "dedupe": 1, "language": 1, "entities": 1, "publish": 6,
+        }
+        assert steps["clean"]["cached"] == 5
     finally:
         stop(serve)
         log.close()
+
+
+def wait_for_completed_run(
+    api_url: str, serve: subprocess.Popen, log_path: Path, name: str, after: float
+) -> tuple[dict, dict]:
+    """The deployment and its first run that started after `after` (epoch seconds) and completed."""
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline:
+        assert serve.poll() is None, log_path.read_text()[-3000:]
+        found = api(api_url, "/deployments/filter", {"deployments": {"name": {"any_": [name]}}})
+        if found:
+            deployment = found[0]  # type: ignore[index]
+            runs = api(api_url, "/flow_runs/filter", {"deployments": {"id": {"any_": [deployment["id"]]}}})
+            for run in runs:  # type: ignore[union-attr]
+                started = run["start_time"] and datetime.fromisoformat(run["start_time"]).timestamp()
+                if run["state_type"] == "COMPLETED" and started and started > after:
+                    return deployment, run
+        time.sleep(2)
+    raise AssertionError(f"no scheduled run of {name} completed within 240 s; log:\n" + log_path.read_text()[-3000:])
+
+
+def artifact(api_url: str, flow_run_id: str, key: str) -> str:
+    found = api(api_url, "/artifacts/filter", {"flow_runs": {"id": {"any_": [flow_run_id]}}, "artifacts": {"key": {"any_": [key]}}})
+    assert found, f"{key} artifact of flow run {flow_run_id}"
+    return found[0]["data"]  # type: ignore[index]
+
+
+def test_a_shard_that_raises_fails_its_task_after_retries_and_the_run(
+    prefect_api: str, config_copy: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from prefect.logging.handlers import APILogHandler
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    set_option(config_copy, "run", "retries = 2")
+    set_option(config_copy, "run", "retry_delay_seconds = 0.05")
+    attempts = {"n": 0}
+
+    def failing_disk(self: LanguageTagger, docs: list) -> list:
+        attempts["n"] += 1
+        raise OSError("injected: language model file unreadable")
+
+    monkeypatch.setattr(LanguageTagger, "process", failing_disk)
+    with temporary_settings({PREFECT_API_URL: prefect_api}):
+        with pytest.raises(OSError, match="injected"):
+            run_flow(SEEDS, tmp_path / "out", config_copy)
+        APILogHandler.flush()
+    assert attempts["n"] == 3, "one run and two retries"
+
+    runs = api(prefect_api, "/flow_runs/filter", {"flow_runs": {"state": {"type": {"any_": ["FAILED"]}}}})
+    assert len(runs) == 1  # type: ignore[arg-type]
+    flow_run = runs[0]  # type: ignore[index]
+    assert flow_run["name"] == "textmill-seeds"
+    assert "injected: language model file unreadable" in flow_run["state"]["message"]
+    tasks = api(prefect_api, "/task_runs/filter", {"flow_runs": {"id": {"any_": [flow_run["id"]]}}})
+    by_name = {t["name"]: t for t in tasks}  # type: ignore[union-attr]
+    failed = by_name["language-0"]
+    assert failed["state_type"] == "FAILED" and failed["run_count"] == 3
+    assert "OSError" in failed["state"]["message"] and "injected" in failed["state"]["message"]
+    assert by_name["dedupe-0"]["state_type"] == "COMPLETED"
+    assert "entities-0" not in by_name and "publish" not in by_name
+    assert not (tmp_path / "out" / "documents.jsonl").exists()
