@@ -90,7 +90,8 @@ class PrefectServer:
         with socket.socket() as sock:
             sock.bind(("127.0.0.1", 0))
             port = sock.getsockname()[1]
-        env = {**self.env, "PREFECT_HOME": str(self.home)}
+        # The UI asks the API at PREFECT_UI_API_URL, which otherwise names the default port 4200.
+        env = {**self.env, "PREFECT_HOME": str(self.home), "PREFECT_UI_API_URL": f"http://127.0.0.1:{port}/api"}
         argv = [sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1", "--port", str(port)]
         with open(self.log, "ab") as sink:
             self.proc = subprocess.Popen(argv, stdout=sink, stderr=subprocess.STDOUT, env=env)

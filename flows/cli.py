@@ -62,6 +62,9 @@ def run(
     dask_address: Optional[str] = typer.Option(
         None, "--dask-address", metavar="tcp://HOST:PORT", help="Run on an existing Dask cluster (implies --runner dask)."
     ),
+    workers: Optional[int] = typer.Option(
+        None, "--workers", min=1, help="Shard tasks at once: threads, or local Dask worker processes [default: [run] workers]."
+    ),
     verbose: bool = typer.Option(False, "--verbose", "-v", help="Show Prefect's logs."),
 ) -> None:
     """Run the pipeline over CORPUS and print a summary."""
@@ -72,7 +75,7 @@ def run(
     from flows.config import publish_to_postgres
     from flows.pipeline import textmill
     from flows.progress import set_listener
-    from flows.runners import ensure_api_server, make_task_runner
+    from flows.runners import ensure_api_server
 
     cfg = checked_config(config, corpus)
     if publish:
@@ -81,11 +84,7 @@ def run(
             publish_to_postgres(cfg, publish)
         except ConfigError as exc:
             fail(str(exc), code=2)
-    kind = "dask" if dask_address else runner or cfg.run.runner
-    try:
-        task_runner = make_task_runner(kind, cfg.run.workers, dask_address or cfg.run.dask_address)
-    except ConfigError as exc:
-        fail(str(exc), code=2)
+    kind, task_runner = chosen_task_runner(cfg, runner, dask_address, workers)
     if kind == "dask":
         ensure_api_server()
     flow = textmill.with_options(task_runner=task_runner)
@@ -108,6 +107,15 @@ def serve(
     cron: Optional[str] = typer.Option(None, "--cron", help='Cron schedule, e.g. "0 * * * *" (hourly).'),
     interval: Optional[int] = typer.Option(None, "--interval", min=1, help="Run every SECONDS instead of a cron schedule."),
     name: Optional[str] = typer.Option(None, "--name", help="Deployment name [default: textmill-<corpus folder>]."),
+    runner: Optional[str] = typer.Option(
+        None, "--runner", help="threads (one process) or dask (worker processes) [default: [run] runner]."
+    ),
+    dask_address: Optional[str] = typer.Option(
+        None, "--dask-address", metavar="tcp://HOST:PORT", help="Run on an existing Dask cluster (implies --runner dask)."
+    ),
+    workers: Optional[int] = typer.Option(
+        None, "--workers", min=1, help="Shard tasks at once: threads, or local Dask worker processes [default: [run] workers]."
+    ),
 ) -> None:
     """Serve the flow as a scheduled deployment until interrupted (Prefect `flow.serve`).
 
@@ -122,7 +130,8 @@ def serve(
     if (cron is None) == (interval is None):
         fail("give exactly one of --cron and --interval", code=2)
     cfg = checked_config(config, corpus)
-    textmill.serve(
+    _, task_runner = chosen_task_runner(cfg, runner, dask_address, workers)
+    textmill.with_options(task_runner=task_runner).serve(
         name=name or f"textmill-{corpus.resolve().name}",
         cron=cron,
         interval=interval,
@@ -187,6 +196,17 @@ def checked_config(config: Path | None, corpus: Path) -> Any:
     if not corpus.is_dir():
         fail(f"corpus folder not found: {corpus}", code=2)
     return cfg
+
+
+def chosen_task_runner(cfg: Any, runner: str | None, dask_address: str | None, workers: int | None) -> tuple[str, Any]:
+    """The runner kind and Prefect task runner from the options, falling back to `[run]`; exit 2 if invalid."""
+    from flows.runners import make_task_runner
+
+    kind = "dask" if dask_address else runner or cfg.run.runner
+    try:
+        return kind, make_task_runner(kind, workers or cfg.run.workers, dask_address or cfg.run.dask_address)
+    except ConfigError as exc:
+        fail(str(exc), code=2)
 
 
 def fail(message: str, code: int = 1) -> NoReturn:

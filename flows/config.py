@@ -6,7 +6,6 @@ names the valid choices.
 from __future__ import annotations
 
 import hashlib
-import os
 import tomllib
 from dataclasses import dataclass, replace
 from importlib.resources import files
@@ -35,9 +34,10 @@ class InputSection(Section):
 
 class RunSection(Section):
     shard_size: int = Field(500, gt=0, description="Target documents per shard task.")
-    workers: int = Field(
-        default_factory=lambda: os.cpu_count() or 1, gt=0,
-        description="Shard tasks run at once: threads, or Dask worker processes of a local cluster.",
+    workers: int | None = Field(
+        None, gt=0,
+        description="Shard tasks run at once: threads (default: cores, at most 4), or Dask worker processes "
+        "of a local cluster (default: cores).",
     )
     runner: Literal["threads", "dask"] = Field(
         "threads", description="threads: one process; dask: worker processes (a local cluster, or dask_address)."

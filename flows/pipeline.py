@@ -33,7 +33,7 @@ from flows.keys import digest, digest_lines, shard_count, shard_of
 from flows.progress import listener
 from flows.report import StageStats, build_manifest, steps_table, summary_markdown, write_manifest
 from flows.retry import retry_transient
-from flows.runners import watched_server
+from flows.runners import default_workers, watched_server
 from flows.shard import DocRef, Paths, ShardResult
 from tasks.base import RunInfo
 from tasks.read import READER_VERSION, SourceFile, discover
@@ -212,7 +212,7 @@ class Runner:
         return results
 
 
-@flow(name="textmill", flow_run_name=run_name, task_runner=ThreadPoolTaskRunner(max_workers=2))
+@flow(name="textmill", flow_run_name=run_name, task_runner=ThreadPoolTaskRunner(max_workers=default_workers("threads")))
 def textmill(corpus: str, out: str = "out", config: str | None = None, publish: str | None = None) -> dict[str, Any]:
     """Run the configured pipeline over `corpus`, publishing into `out` (and, when `publish` is a
     PostgreSQL DSN without a password, into that database too); returns the manifest."""

@@ -54,3 +54,18 @@ def test_steps_lists_installed_steps_with_options() -> None:
         assert name in result.stdout
     for option in ("jaccard_threshold", "containment_threshold", "min_score", "formats", "rules"):
         assert option in result.stdout
+
+
+def test_unknown_runner_fails_before_any_work(tmp_path: Path) -> None:
+    result = textmill("run", "seeds", "--runner", "processes", "--out", str(tmp_path / "out"))
+    assert result.returncode == 2
+    assert "unknown runner 'processes'" in result.stderr and "'threads' or 'dask'" in result.stderr
+    assert not (tmp_path / "out").exists()
+
+
+def test_serve_needs_exactly_one_schedule(tmp_path: Path) -> None:
+    neither = textmill("serve", "seeds", "--out", str(tmp_path / "out"))
+    both = textmill("serve", "seeds", "--cron", "0 * * * *", "--interval", "60", "--out", str(tmp_path / "out"))
+    for result in (neither, both):
+        assert result.returncode == 2
+        assert "give exactly one of --cron and --interval" in result.stderr
