@@ -200,7 +200,7 @@ def test_a_shard_that_raises_fails_its_task_after_retries_and_the_run(
     with temporary_settings({PREFECT_API_URL: prefect_api}):
         with pytest.raises(OSError, match="injected"):
             run_flow(SEEDS, tmp_path / "out", config_copy)
-        APILogHandler.flush()
+        APILogHandler().flush()
     assert attempts["n"] == 3, "one run and two retries"
 
     runs = api(prefect_api, "/flow_runs/filter", {"flow_runs": {"state": {"type": {"any_": ["FAILED"]}}}})
@@ -216,3 +216,51 @@ def test_a_shard_that_raises_fails_its_task_after_retries_and_the_run(
     assert by_name["dedupe-0"]["state_type"] == "COMPLETED"
     assert "entities-0" not in by_name and "publish" not in by_name
     assert not (tmp_path / "out" / "documents.jsonl").exists()
+
+
+def test_prefect_yaml_deploys_onto_a_process_pool_and_a_worker_runs_it(
+    prefect_api: str, seeds_copy: Path, tmp_path: Path
+) -> None:
+    env = {
+        **os.environ,
+        "PREFECT_API_URL": prefect_api,
+        "PREFECT_HOME": str(tmp_path / "client-home"),
+        "PREFECT_WORKER_QUERY_SECONDS": "2",
+        "PWD": str(REPO),
+        "TEXTMILL_CORPUS": str(seeds_copy),
+        "TEXTMILL_OUT": str(tmp_path / "out"),
+    }
+
+    def prefect(*args: str) -> None:
+        done = subprocess.run([sys.executable, "-m", "prefect", *args], env=env, cwd=REPO, capture_output=True, text=True, timeout=180)
+        assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+
+    prefect("work-pool", "create", "textmill", "--type", "process")
+    prefect("--no-prompt", "deploy", "--all")
+    found = api(prefect_api, "/deployments/filter", {"deployments": {"name": {"any_": ["textmill-hourly"]}}})
+    assert len(found) == 1  # type: ignore[arg-type]
+    deployment = found[0]  # type: ignore[index]
+    assert deployment["parameters"]["corpus"] == str(seeds_copy) and deployment["work_pool_name"] == "textmill"
+    assert [s["schedule"]["cron"] for s in deployment["schedules"]] == ["0 * * * *"]
+    assert deployment["global_concurrency_limit"]["limit"] == 1
+
+    run = api(prefect_api, f"/deployments/{deployment['id']}/create_flow_run", {})
+    log_path = tmp_path / "worker.log"
+    log = log_path.open("wb")
+    worker = subprocess.Popen(
+        [sys.executable, "-m", "prefect", "worker", "start", "--pool", "textmill"],
+        env=env, cwd=tmp_path, stdout=log, stderr=subprocess.STDOUT,
+    )
+    try:
+        deadline = time.monotonic() + 240
+        state = ""
+        while time.monotonic() < deadline and state not in ("COMPLETED", "FAILED", "CRASHED"):
+            assert worker.poll() is None, log_path.read_text()[-3000:]
+            time.sleep(2)
+            state = httpx.get(f"{prefect_api}/flow_runs/{run['id']}", timeout=10).json()["state_type"]  # type: ignore[index]
+        assert state == "COMPLETED", log_path.read_text()[-3000:]
+        manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
+        assert manifest["counts"] == {"duplicate": 2, "ok": 3}
+    finally:
+        stop(worker)
+        log.close()
