@@ -1,4 +1,5 @@
-"""Task runners: Prefect's thread pool on one machine, or Dask worker processes (prefect-dask).
+"""Task runners: Prefect's thread pool on one machine (capped), or Dask worker processes
+(prefect-dask); and which Prefect API a run reports to.
 
 On Dask each worker process builds a step once (`flows.shard.step_for`) and keeps it, so a
 spaCy model loads once per worker, not once per shard.

@@ -15,8 +15,7 @@ import httpx
 import pytest
 
 from conftest import REPO, SEEDS, free_port, stop
-from flowkit import run_flow, set_option
-from tasks.language import LanguageTagger
+from flowkit import set_option
 
 pytestmark = pytest.mark.slow
 
@@ -182,34 +181,54 @@ def artifact(api_url: str, flow_run_id: str, key: str) -> str:
     return found[0]["data"]  # type: ignore[index]
 
 
-def test_a_shard_that_raises_fails_its_task_after_retries_and_the_run(
-    prefect_api: str, config_copy: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    from prefect.logging.handlers import APILogHandler
-    from prefect.settings import PREFECT_API_URL, temporary_settings
+# Runs the flow with a fault injected into the language step. A process of its own, because
+# Prefect's in-process event and log services stay bound to the API they first talked to.
+FAULTY_RUN = """
+import sys
+from tasks.language import LanguageTagger
 
+attempts = []
+
+def failing_disk(self, docs):
+    attempts.append(1)
+    raise OSError("injected: language model file unreadable")
+
+LanguageTagger.process = failing_disk
+from flows.pipeline import textmill
+
+try:
+    textmill(corpus=sys.argv[1], out=sys.argv[2], config=sys.argv[3])
+except OSError as exc:
+    print(f"attempts={len(attempts)} error={exc}")
+    sys.exit(3)
+"""
+
+
+def test_a_shard_that_raises_fails_its_task_after_retries_and_the_run(
+    prefect_api: str, config_copy: Path, tmp_path: Path
+) -> None:
     set_option(config_copy, "run", "retries = 2")
     set_option(config_copy, "run", "retry_delay_seconds = 0.05")
-    attempts = {"n": 0}
-
-    def failing_disk(self: LanguageTagger, docs: list) -> list:
-        attempts["n"] += 1
-        raise OSError("injected: language model file unreadable")
-
-    monkeypatch.setattr(LanguageTagger, "process", failing_disk)
-    with temporary_settings({PREFECT_API_URL: prefect_api}):
-        with pytest.raises(OSError, match="injected"):
-            run_flow(SEEDS, tmp_path / "out", config_copy)
-        APILogHandler().flush()
-    assert attempts["n"] == 3, "one run and two retries"
+    env = {**os.environ, "PREFECT_API_URL": prefect_api, "PREFECT_HOME": str(tmp_path / "client-home")}
+    done = subprocess.run(
+        [sys.executable, "-c", FAULTY_RUN, str(SEEDS), str(tmp_path / "out"), str(config_copy)],
+        env=env, cwd=REPO, capture_output=True, text=True, timeout=300,
+    )
+    assert done.returncode == 3, done.stdout[-2000:] + done.stderr[-3000:]
+    assert "attempts=3 error=injected: language model file unreadable" in done.stdout, "one run and two retries"
 
     runs = api(prefect_api, "/flow_runs/filter", {"flow_runs": {"state": {"type": {"any_": ["FAILED"]}}}})
     assert len(runs) == 1  # type: ignore[arg-type]
     flow_run = runs[0]  # type: ignore[index]
     assert flow_run["name"] == "textmill-seeds"
     assert "injected: language model file unreadable" in flow_run["state"]["message"]
-    tasks = api(prefect_api, "/task_runs/filter", {"flow_runs": {"id": {"any_": [flow_run["id"]]}}})
-    by_name = {t["name"]: t for t in tasks}  # type: ignore[union-attr]
+    deadline = time.monotonic() + 30  # the server records task runs from their events, a moment later
+    while True:
+        tasks = api(prefect_api, "/task_runs/filter", {"flow_runs": {"id": {"any_": [flow_run["id"]]}}})
+        by_name = {t["name"]: t for t in tasks}  # type: ignore[union-attr]
+        if by_name.get("language-0", {}).get("state_type") == "FAILED" or time.monotonic() > deadline:
+            break
+        time.sleep(1)
     failed = by_name["language-0"]
     assert failed["state_type"] == "FAILED" and failed["run_count"] == 3
     assert "OSError" in failed["state"]["message"] and "injected" in failed["state"]["message"]
