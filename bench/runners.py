@@ -11,15 +11,14 @@ Writes `runners.json`/`runners.md` to `--results`.
 from __future__ import annotations
 
 import argparse
-import json
 import shutil
 import tempfile
 from pathlib import Path
 from typing import Any
 
 from bench.common import DEFAULT_RESULTS, markdown_table, write_results
-from bench.measure import bench_env, measure, python_module
-from bench.speed import baseline_run, say
+from bench.measure import bench_env
+from bench.speed import baseline_run, say, textmill_run
 
 DEFAULT_CONFIGS = "threads:1,threads:2,threads:4,dask:2"
 
@@ -39,17 +38,6 @@ def sorted_lines(path: Path) -> list[str]:
     return sorted(path.read_text(encoding="utf-8").splitlines())
 
 
-def textmill_run(label: str, corpus: Path, out: Path, runner: str, workers: int, env: dict[str, str], log: Path) -> dict[str, Any]:
-    argv = python_module("flows.cli", "run", str(corpus), "--out", str(out), "--runner", runner, "--workers", str(workers))
-    measured = measure(label, argv, env, log)
-    manifest = json.loads((out / "manifest.json").read_text(encoding="utf-8"))
-    return {
-        **measured.to_dict(),
-        "step_seconds": {"read": manifest["read"]["seconds"], **{k: v["seconds"] for k, v in manifest["steps"].items()}},
-        "computed": {k: v["computed"] for k, v in manifest["steps"].items()},
-    }
-
-
 def compare_runners(corpus: Path, work: Path, configs: list[tuple[str, int]], env: dict[str, str], log: Path) -> dict[str, Any]:
     say("baseline")
     baseline = baseline_run(corpus, work / "baseline", env, log)
@@ -58,8 +46,9 @@ def compare_runners(corpus: Path, work: Path, configs: list[tuple[str, int]], en
     reference: list[str] | None = None
     for runner, workers in configs:
         out = work / f"{runner}-{workers}"
-        cold = textmill_run(f"{runner}:{workers} cold", corpus, out, runner, workers, env, log)
-        warm = textmill_run(f"{runner}:{workers} warm", corpus, out, runner, workers, env, log)
+        options = ("--runner", runner, "--workers", str(workers))
+        cold = textmill_run(f"{runner}:{workers} cold", corpus, out, env, log, options)
+        warm = textmill_run(f"{runner}:{workers} warm", corpus, out, env, log, options)
         if any(warm["computed"].get(step) for step in ("clean", "dedupe", "language", "entities")):
             raise SystemExit(f"{runner}:{workers}: the warm run computed {warm['computed']}")
         published = sorted_lines(out / "documents.jsonl")

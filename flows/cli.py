@@ -13,6 +13,16 @@ from rich.table import Table
 
 from tasks.base import ConfigError
 
+RUNNER_OPTION = typer.Option(
+    None, "--runner", help="threads (one process) or dask (worker processes) [default: \\[run] runner]."
+)
+DASK_ADDRESS_OPTION = typer.Option(
+    None, "--dask-address", metavar="tcp://HOST:PORT", help="Run on an existing Dask cluster (implies --runner dask)."
+)
+WORKERS_OPTION = typer.Option(
+    None, "--workers", min=1, help="Shard tasks at once: threads, or local Dask worker processes [default: \\[run] workers]."
+)
+
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Turn a folder of raw documents into a clean corpus.")
 console = Console(stderr=True)
 
@@ -56,15 +66,9 @@ def run(
         help="Also publish to PostgreSQL, e.g. postgresql://user@host:5432/db. A password in the DSN is "
         "handed to libpq through PGPASSWORD, never to Prefect, logs or the manifest.",
     ),
-    runner: Optional[str] = typer.Option(
-        None, "--runner", help="threads (one process) or dask (worker processes) [default: [run] runner]."
-    ),
-    dask_address: Optional[str] = typer.Option(
-        None, "--dask-address", metavar="tcp://HOST:PORT", help="Run on an existing Dask cluster (implies --runner dask)."
-    ),
-    workers: Optional[int] = typer.Option(
-        None, "--workers", min=1, help="Shard tasks at once: threads, or local Dask worker processes [default: [run] workers]."
-    ),
+    runner: Optional[str] = RUNNER_OPTION,
+    dask_address: Optional[str] = DASK_ADDRESS_OPTION,
+    workers: Optional[int] = WORKERS_OPTION,
     verbose: bool = typer.Option(False, "--verbose", "-v", help="Show Prefect's logs."),
 ) -> None:
     """Run the pipeline over CORPUS and print a summary."""
@@ -107,15 +111,9 @@ def serve(
     cron: Optional[str] = typer.Option(None, "--cron", help='Cron schedule, e.g. "0 * * * *" (hourly).'),
     interval: Optional[int] = typer.Option(None, "--interval", min=1, help="Run every SECONDS instead of a cron schedule."),
     name: Optional[str] = typer.Option(None, "--name", help="Deployment name [default: textmill-<corpus folder>]."),
-    runner: Optional[str] = typer.Option(
-        None, "--runner", help="threads (one process) or dask (worker processes) [default: [run] runner]."
-    ),
-    dask_address: Optional[str] = typer.Option(
-        None, "--dask-address", metavar="tcp://HOST:PORT", help="Run on an existing Dask cluster (implies --runner dask)."
-    ),
-    workers: Optional[int] = typer.Option(
-        None, "--workers", min=1, help="Shard tasks at once: threads, or local Dask worker processes [default: [run] workers]."
-    ),
+    runner: Optional[str] = RUNNER_OPTION,
+    dask_address: Optional[str] = DASK_ADDRESS_OPTION,
+    workers: Optional[int] = WORKERS_OPTION,
 ) -> None:
     """Serve the flow as a scheduled deployment until interrupted (Prefect `flow.serve`).
 
