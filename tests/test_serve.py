@@ -14,7 +14,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from conftest import REPO, SEEDS, free_port, stop
+from bench.measure import PrefectServer
+from conftest import REPO, SEEDS, stop
 from flowkit import set_option
 
 pytestmark = pytest.mark.slow
@@ -22,38 +23,18 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture(scope="module")
 def prefect_api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """`prefect server start` on 127.0.0.1, a free port and its own PREFECT_HOME; stopped by pid."""
+    """`prefect server start` on 127.0.0.1, a free port and its own PREFECT_HOME, up once its
+    health endpoint answers; stopped by its process id (bench.measure.PrefectServer)."""
     home = tmp_path_factory.mktemp("prefect-server")
-    port = free_port()
     env = {
         **os.environ,
-        "PREFECT_HOME": str(home),
         "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
         "PREFECT_SERVER_SERVICES_SCHEDULER_LOOP_SECONDS": "2",
         "PREFECT_UI_ENABLED": "false",
     }
     env.pop("PREFECT_API_URL", None)
-    log = (home / "server.log").open("wb")
-    server = subprocess.Popen(
-        [sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1", "--port", str(port)],
-        env=env, stdout=log, stderr=subprocess.STDOUT,
-    )
-    url = f"http://127.0.0.1:{port}/api"
-    try:
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                if httpx.get(f"{url}/health", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if server.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"prefect server did not start; see {home / 'server.log'}")
-            time.sleep(0.5)
-        yield url
-    finally:
-        stop(server)
-        log.close()
+    with PrefectServer(home, env, home / "server.log") as server:
+        yield server.url
 
 
 def api(url: str, path: str, body: dict | None = None) -> object:

@@ -69,7 +69,7 @@ class HeadlessChromium:
 
     def __init__(self, binary: str, width: int, height: int) -> None:
         self.binary, self.width, self.height = binary, width, height
-        self.profile = tempfile.TemporaryDirectory(prefix="textmill-chromium-")
+        self.profile = tempfile.TemporaryDirectory(prefix="textmill-chromium-", ignore_cleanup_errors=True)
         self.proc: subprocess.Popen[str] | None = None
         self.port = 0
 
@@ -99,16 +99,14 @@ class HeadlessChromium:
         self.profile.cleanup()
 
     @staticmethod
-    def click_when_shown(call: Callable[..., dict], label: str, timeout: float) -> None:
-        find = (
-            "[...document.querySelectorAll('body *')]"
-            f".find(e => e.children.length === 0 && e.textContent.trim() === {json.dumps(label)})"
-        )
+    def wait_until(call: Callable[..., dict], expression: str, timeout: float, what: str) -> None:
+        """Evaluate `expression` in the page every half second until it is true."""
         deadline = time.monotonic() + timeout
-        while not call("Runtime.evaluate", expression=f"(() => {{ const e = {find}; if (e) e.click(); return !!e; }})()",
-                       returnByValue=True)["result"].get("value"):
+        while not call("Runtime.evaluate", expression=expression, returnByValue=True)["result"].get("value"):
             if time.monotonic() > deadline:
-                raise SystemExit(f"no {label!r} tab to click within {timeout:.0f} s")
+                shown = call("Runtime.evaluate", expression="document.body.innerText", returnByValue=True)
+                text = " ".join(str(shown["result"].get("value", "")).split())[:600]
+                raise SystemExit(f"{what} within {timeout:.0f} s; the page shows: {text}")
             time.sleep(0.5)
 
     def screenshot(self, url: str, path: Path, click: str | None, wait_for: list[str], timeout: float = 90.0) -> None:
@@ -133,15 +131,14 @@ class HeadlessChromium:
             call("Emulation.setDeviceMetricsOverride", width=self.width, height=self.height, deviceScaleFactor=1, mobile=False)
             call("Page.navigate", url=url)
             if click is not None:
-                self.click_when_shown(call, click, timeout)
+                find = (
+                    "[...document.querySelectorAll('body *')]"
+                    f".find(e => e.children.length === 0 && e.textContent.trim() === {json.dumps(click)})"
+                )
+                clicked = f"(() => {{ const e = {find}; if (e) e.click(); return !!e; }})()"
+                self.wait_until(call, clicked, timeout, f"{url} showed no {click!r} tab to click")
             check = " && ".join(f"document.body.innerText.includes({json.dumps(text)})" for text in wait_for)
-            deadline = time.monotonic() + timeout
-            while not call("Runtime.evaluate", expression=f"!!document.body && {check}", returnByValue=True)["result"].get("value"):
-                if time.monotonic() > deadline:
-                    shown = call("Runtime.evaluate", expression="document.body.innerText", returnByValue=True)
-                    text = " ".join(str(shown["result"].get("value", "")).split())[:600]
-                    raise SystemExit(f"{url} did not show {wait_for} within {timeout:.0f} s; it shows: {text}")
-                time.sleep(0.5)
+            self.wait_until(call, f"!!document.body && {check}", timeout, f"{url} did not show {wait_for}")
             time.sleep(SETTLE_SECONDS)
             data = call("Page.captureScreenshot", format="png")["data"]
         path.write_bytes(base64.b64decode(data))
@@ -182,5 +179,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     main()
