@@ -18,8 +18,8 @@ from typing import Any
 
 from bench.common import DEFAULT_RESULTS, markdown_table, write_results
 from bench.synth import generate
-from tasks.dedupe import Deduplicator
-from tasks.document import Document
+from textmill.tasks.dedupe import Deduplicator
+from textmill.tasks.document import Document
 
 
 def index_bytes(texts: list[str]) -> dict[str, Any]:

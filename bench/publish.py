@@ -24,13 +24,13 @@ import psycopg
 
 from bench.common import DEFAULT_RESULTS, markdown_table, write_results
 from bench.measure import bench_env, measure
-from tasks.search import search
+from textmill.tasks.search import search
 
 QUERIES = ["government", "Kremlin", "music award", '"prime minister"', "broadband OR internet", "footb*", "oil prices"]
 
 
 def run(corpus: Path, out: Path, env: dict[str, str], log: Path, *extra: str) -> dict[str, Any]:
-    argv = [sys.executable, "-m", "flows.cli", "run", str(corpus), "--out", str(out), *extra]
+    argv = [sys.executable, "-m", "textmill.flows.cli", "run", str(corpus), "--out", str(out), *extra]
     result = measure("run", argv, env, log)
     if result.exit_code != 0:
         sys.exit(f"error: textmill run failed (exit {result.exit_code}); see {log}")

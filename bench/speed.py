@@ -40,7 +40,7 @@ def textmill_run(
     label: str, corpus: Path, out: Path, env: dict[str, str], log: Path, options: tuple[str, ...] = ()
 ) -> dict[str, Any]:
     """One measured `textmill run` (with extra CLI `options`); the measurement plus the run's own manifest."""
-    measured = measure(label, python_module("flows.cli", "run", str(corpus), "--out", str(out), *options), env, log)
+    measured = measure(label, python_module("textmill.flows.cli", "run", str(corpus), "--out", str(out), *options), env, log)
     manifest = json.loads((out / "manifest.json").read_text(encoding="utf-8"))
     steps = {"read": manifest["read"]["seconds"], **{k: v["seconds"] for k, v in manifest["steps"].items()}}
     computed = {k: v["computed"] for k, v in manifest["steps"].items()}

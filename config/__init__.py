@@ -1,1 +1,1 @@
-"""Default pipeline configuration and rule files, shipped inside the package as `textmill_config`."""
+"""Default pipeline configuration and rule files, shipped inside the package as `textmill.config`."""

@@ -11,7 +11,7 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from tasks.base import ConfigError
+from textmill.tasks.base import ConfigError
 
 RUNNER_OPTION = typer.Option(
     None, "--runner", help="threads (one process) or dask (worker processes) [default: \\[run] runner]."
@@ -76,10 +76,10 @@ def run(
         os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
         os.environ.setdefault("DASK_LOGGING__DISTRIBUTED", "warning")
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
-    from flows.config import publish_to_postgres
-    from flows.pipeline import textmill
-    from flows.progress import set_listener
-    from flows.runners import ensure_api_server
+    from textmill.flows.config import publish_to_postgres
+    from textmill.flows.pipeline import textmill
+    from textmill.flows.progress import set_listener
+    from textmill.flows.runners import ensure_api_server
 
     cfg = checked_config(config, corpus)
     if publish:
@@ -123,7 +123,7 @@ def serve(
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     from prefect.client.schemas.objects import ConcurrencyLimitConfig, ConcurrencyLimitStrategy
 
-    from flows.pipeline import textmill
+    from textmill.flows.pipeline import textmill
 
     if (cron is None) == (interval is None):
         fail("give exactly one of --cron and --interval", code=2)
@@ -149,8 +149,8 @@ def search(
     duplicates: bool = typer.Option(False, "--duplicates", help="Also search duplicate and rejected records."),
 ) -> None:
     """Search a run's published corpus; prints ranked hits with snippets."""
-    from tasks.search import HIGHLIGHT, SearchError
-    from tasks.search import search as run_search
+    from textmill.tasks.search import HIGHLIGHT, SearchError
+    from textmill.tasks.search import search as run_search
 
     try:
         hits = run_search(out / "textmill.sqlite", query, lang=lang, entity=entity, limit=limit, include_duplicates=duplicates)
@@ -169,7 +169,7 @@ def search(
 @app.command()
 def steps() -> None:
     """List installed steps, their options and defaults."""
-    from tasks.registry import describe_options, load_registry
+    from textmill.tasks.registry import describe_options, load_registry
 
     for name, cls in sorted(load_registry().items()):
         doc = (cls.__doc__ or "").strip().splitlines()[0] if cls.__doc__ else ""
@@ -185,7 +185,7 @@ def steps() -> None:
 
 def checked_config(config: Path | None, corpus: Path) -> Any:
     """The validated pipeline config, after checking the corpus folder; exit 2 on either problem."""
-    from flows.config import load_config
+    from textmill.flows.config import load_config
 
     try:
         cfg = load_config(config)
@@ -198,7 +198,7 @@ def checked_config(config: Path | None, corpus: Path) -> Any:
 
 def chosen_task_runner(cfg: Any, runner: str | None, dask_address: str | None, workers: int | None) -> tuple[str, Any]:
     """The runner kind and Prefect task runner from the options, falling back to `[run]`; exit 2 if invalid."""
-    from flows.runners import make_task_runner
+    from textmill.flows.runners import make_task_runner
 
     kind = "dask" if dask_address else runner or cfg.run.runner
     try:
@@ -208,7 +208,7 @@ def chosen_task_runner(cfg: Any, runner: str | None, dask_address: str | None, w
 
 
 def fail(message: str, code: int = 1) -> NoReturn:
-    from tasks.secrets import redact
+    from textmill.tasks.secrets import redact
 
     console.print(f"[bold red]error:[/] {escape(redact(message))}")
     raise typer.Exit(code)
@@ -216,7 +216,7 @@ def fail(message: str, code: int = 1) -> NoReturn:
 
 def postgres_dsn_without_password(dsn: str) -> str:
     """The DSN Prefect may see; its password, if any, goes to libpq through PGPASSWORD."""
-    from tasks.secrets import InvalidDsn, split_password
+    from textmill.tasks.secrets import InvalidDsn, split_password
 
     try:
         bare, password = split_password(dsn)

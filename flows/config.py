@@ -14,8 +14,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from tasks.base import ConfigError, SinkStep, Step
-from tasks.registry import build_step, load_registry
+from textmill.tasks.base import ConfigError, SinkStep, Step
+from textmill.tasks.registry import build_step, load_registry
 
 DEFAULT_CONFIG = Path("config") / "pipeline.toml"
 
@@ -82,7 +82,7 @@ def resolve_config_path(path: str | Path | None) -> Path:
         return Path(path)
     if DEFAULT_CONFIG.exists():
         return DEFAULT_CONFIG
-    return Path(str(files("textmill_config") / "pipeline.toml"))
+    return Path(str(files("textmill.config") / "pipeline.toml"))
 
 
 def load_config(path: str | Path | None = None) -> PipelineConfig:

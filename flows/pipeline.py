@@ -27,16 +27,16 @@ from prefect.runtime import flow_run
 from prefect.task_runners import ThreadPoolTaskRunner
 from prefect.tasks import exponential_backoff
 
-from flows import shard
-from flows.config import PipelineConfig, RunSection, StepSpec, load_config, publish_to_postgres
-from flows.keys import digest, digest_lines, shard_count, shard_of
-from flows.progress import listener
-from flows.report import StageStats, build_manifest, steps_table, summary_markdown, write_manifest
-from flows.retry import retry_transient
-from flows.runners import default_workers, watched_server
-from flows.shard import DocRef, Paths, ShardResult
-from tasks.base import RunInfo
-from tasks.read import READER_VERSION, SourceFile, discover
+from textmill.flows import shard
+from textmill.flows.config import PipelineConfig, RunSection, StepSpec, load_config, publish_to_postgres
+from textmill.flows.keys import digest, digest_lines, shard_count, shard_of
+from textmill.flows.progress import listener
+from textmill.flows.report import StageStats, build_manifest, steps_table, summary_markdown, write_manifest
+from textmill.flows.retry import retry_transient
+from textmill.flows.runners import default_workers, watched_server
+from textmill.flows.shard import DocRef, Paths, ShardResult
+from textmill.tasks.base import RunInfo
+from textmill.tasks.read import READER_VERSION, SourceFile, discover
 
 
 def cache_key(context: TaskRunContext, parameters: dict[str, Any]) -> str:

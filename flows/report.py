@@ -8,8 +8,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tasks.atomic import write_atomic
-from tasks.document import Document
+from textmill.tasks.atomic import write_atomic
+from textmill.tasks.document import Document
 
 TOP_ENTITIES = 10
 TOP_CLUSTERS = 5

@@ -1,7 +1,7 @@
 """Task runners: Prefect's thread pool on one machine (capped), or Dask worker processes
 (prefect-dask); and which Prefect API a run reports to.
 
-On Dask each worker process builds a step once (`flows.shard.step_for`) and keeps it, so a
+On Dask each worker process builds a step once (`textmill.flows.shard.step_for`) and keeps it, so a
 spaCy model loads once per worker, not once per shard.
 """
 from __future__ import annotations
@@ -11,7 +11,7 @@ from typing import Any
 
 from prefect.task_runners import ThreadPoolTaskRunner
 
-from tasks.base import ConfigError
+from textmill.tasks.base import ConfigError
 
 
 MAX_DEFAULT_THREADS = 4
@@ -80,6 +80,6 @@ def ensure_api_server() -> Any | None:
 
 def loaded_steps() -> list[str]:
     """Names of the steps this process has built (on a Dask worker: `client.run(loaded_steps)`)."""
-    from flows import shard
+    from textmill.flows import shard
 
     return sorted(step.name for step in shard._steps.values())

@@ -13,14 +13,14 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
-from flows.config import StepSpec
-from flows.keys import chain, digest, digest_lines
-from flows.report import CorpusStats, StatsCollector
-from flows.store import Store, read_jsonl_gz, write_jsonl_gz
-from tasks.atomic import sha256_file, write_atomic
-from tasks.base import CorpusStep, DocumentStep, RunInfo, SinkStep, Step
-from tasks.read import READER_VERSION, SourceFile, read_source
-from tasks.registry import build_step, load_registry
+from textmill.flows.config import StepSpec
+from textmill.flows.keys import chain, digest, digest_lines
+from textmill.flows.report import CorpusStats, StatsCollector
+from textmill.flows.store import Store, read_jsonl_gz, write_jsonl_gz
+from textmill.tasks.atomic import sha256_file, write_atomic
+from textmill.tasks.base import CorpusStep, DocumentStep, RunInfo, SinkStep, Step
+from textmill.tasks.read import READER_VERSION, SourceFile, read_source
+from textmill.tasks.registry import build_step, load_registry
 
 BATCH = 64
 READ_FINGERPRINT = f"read-v{READER_VERSION}"

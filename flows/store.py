@@ -13,8 +13,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from tasks.atomic import temp_beside, write_atomic
-from tasks.document import Document
+from textmill.tasks.atomic import temp_beside, write_atomic
+from textmill.tasks.document import Document
 
 
 class Store:

@@ -15,7 +15,7 @@ from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from tasks.document import Document, Provenance
+from textmill.tasks.document import Document, Provenance
 
 Scope = Literal["document", "corpus", "sink"]
 

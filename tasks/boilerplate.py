@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from tasks.base import ConfigError
+from textmill.tasks.base import ConfigError
 
 RULE_KINDS = ("metadata", "cut_from", "drop_line", "strip")
 RULE_KEYS = {"name", "pattern", "description"}

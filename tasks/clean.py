@@ -16,10 +16,10 @@ from bs4 import BeautifulSoup, NavigableString, Tag
 from markdown_it import MarkdownIt
 from pydantic import Field, field_validator
 
-from tasks.base import ConfigError, DocumentStep, StepOptions
-from tasks.boilerplate import RuleSet, apply_line_rules, drop_repeated_lines, extract_metadata, load_rules
-from tasks.document import Document
-from tasks.html_text import BLOCK_TAGS, NON_TEXT_STRINGS, NON_TEXT_TAGS, first_iso_date, html_to_text
+from textmill.tasks.base import ConfigError, DocumentStep, StepOptions
+from textmill.tasks.boilerplate import RuleSet, apply_line_rules, drop_repeated_lines, extract_metadata, load_rules
+from textmill.tasks.document import Document
+from textmill.tasks.html_text import BLOCK_TAGS, NON_TEXT_STRINGS, NON_TEXT_TAGS, first_iso_date, html_to_text
 
 # Line and page separators become newlines; other control characters and zero-width marks go.
 LINE_BREAKS = str.maketrans(

@@ -20,9 +20,9 @@ import numpy as np
 from datasketch import LeanMinHash, MinHash, MinHashLSH, MinHashLSHEnsemble
 from pydantic import Field
 
-from tasks.base import CorpusStep, StepOptions
-from tasks.document import Document
-from tasks.union_find import UnionFind
+from textmill.tasks.base import CorpusStep, StepOptions
+from textmill.tasks.document import Document
+from textmill.tasks.union_find import UnionFind
 
 _WORD = re.compile(r"\w+")
 # Permutation scheme of the signatures in summaries: changing it changes every signature.

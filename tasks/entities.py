@@ -27,9 +27,9 @@ import spacy.util
 from pydantic import Field, field_validator
 from spacy.language import Language
 
-from tasks.base import ConfigError, CorpusStep, StepOptions
-from tasks.canonical import CanonicalIndex, name_key
-from tasks.document import Document, Entity
+from textmill.tasks.base import ConfigError, CorpusStep, StepOptions
+from textmill.tasks.canonical import CanonicalIndex, name_key
+from textmill.tasks.document import Document, Entity
 
 # Components an NER-only pipeline keeps: NER itself, sentence boundaries, and shared embedding
 # layers (dropped again after loading when NER does not listen to them).

@@ -17,8 +17,8 @@ from typing import Any, ClassVar, Literal
 from langdetect import PROFILES_DIRECTORY, DetectorFactory, LangDetectException
 from pydantic import Field, model_validator
 
-from tasks.base import ConfigError, DocumentStep, StepOptions
-from tasks.document import Document
+from textmill.tasks.base import ConfigError, DocumentStep, StepOptions
+from textmill.tasks.document import Document
 
 UNDETERMINED = "und"
 # langdetect's codes are ISO 639-1 except for the two Chinese scripts, which ISO 639-1 does not split.

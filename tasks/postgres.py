@@ -24,10 +24,10 @@ from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict
 from tenacity import Retrying, retry_if_exception, stop_after_attempt, wait_exponential_jitter
 
-from tasks.base import RunInfo
-from tasks.document import Document
-from tasks.secrets import redact
-from tasks.sinks import document_row, entity_rows
+from textmill.tasks.base import RunInfo
+from textmill.tasks.document import Document
+from textmill.tasks.secrets import redact
+from textmill.tasks.sinks import document_row, entity_rows
 
 log = logging.getLogger("textmill.publish.postgres")
 

@@ -8,10 +8,10 @@ from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from tasks.base import PublishReport, RunInfo, SinkStep, StepOptions
-from tasks.document import Document
-from tasks.secrets import has_password
-from tasks.sinks import FILE_SINKS, Sink
+from textmill.tasks.base import PublishReport, RunInfo, SinkStep, StepOptions
+from textmill.tasks.document import Document
+from textmill.tasks.secrets import has_password
+from textmill.tasks.sinks import FILE_SINKS, Sink
 
 SCHEMA_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
 
@@ -89,7 +89,7 @@ class Publisher(SinkStep):
     def open_sink(self, fmt: str, out_dir: Path, run: RunInfo) -> Sink:
         opts = self.options
         if fmt == "postgres":
-            from tasks.postgres import PostgresSink
+            from textmill.tasks.postgres import PostgresSink
 
             assert opts.postgres_dsn is not None  # checked by the options
             return PostgresSink(

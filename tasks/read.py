@@ -16,8 +16,8 @@ from pathlib import Path
 
 from charset_normalizer import from_bytes
 
-from tasks.atomic import sha256_file
-from tasks.document import Document
+from textmill.tasks.atomic import sha256_file
+from textmill.tasks.document import Document
 
 FORMATS = {
     ".txt": "text",

@@ -7,8 +7,8 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from tasks.base import ConfigError, Step
-from tasks.secrets import redact
+from textmill.tasks.base import ConfigError, Step
+from textmill.tasks.secrets import redact
 
 ENTRY_POINT_GROUP = "textmill.steps"
 

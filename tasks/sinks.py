@@ -18,9 +18,9 @@ from typing import Any, Protocol
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from tasks.atomic import replace_if_changed, temp_beside
-from tasks.base import RunInfo
-from tasks.document import Document
+from textmill.tasks.atomic import replace_if_changed, temp_beside
+from textmill.tasks.base import RunInfo
+from textmill.tasks.document import Document
 
 PARQUET_BATCH = 1000
 

@@ -6,7 +6,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from flows.pipeline import textmill
+from textmill.flows.pipeline import textmill
 
 from conftest import CONFIG
 

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from tasks.base import ConfigError
-from tasks.clean import Cleaner, CleanOptions
-from tasks.document import Document
+from textmill.tasks.base import ConfigError
+from textmill.tasks.clean import Cleaner, CleanOptions
+from textmill.tasks.document import Document
 
 ROOT = Path(__file__).resolve().parent.parent
 SEEDS = ROOT / "seeds"

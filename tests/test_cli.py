@@ -11,7 +11,7 @@ import pytest
 
 from conftest import REPO
 
-TEXTMILL = [sys.executable, "-m", "flows.cli"]
+TEXTMILL = [sys.executable, "-m", "textmill.flows.cli"]
 
 
 def textmill(*args: str, cwd: Path = REPO) -> subprocess.CompletedProcess[str]:

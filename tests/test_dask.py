@@ -12,8 +12,8 @@ import pytest
 from bench.synth import generate
 from conftest import REPO, free_port, shared_path, stop
 from flowkit import run_flow
-from flows.pipeline import textmill
-from flows.runners import loaded_steps, make_task_runner
+from textmill.flows.pipeline import textmill
+from textmill.flows.runners import loaded_steps, make_task_runner
 
 pytestmark = pytest.mark.slow
 

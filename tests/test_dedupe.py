@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from tasks.dedupe import (
+from textmill.tasks.dedupe import (
     Deduplicator,
     decode_signature,
     estimated_containment,
@@ -20,8 +20,8 @@ from tasks.dedupe import (
     size_bucket,
 )
 from conftest import shared_path
-from tasks.document import Document
-from tasks.union_find import UnionFind
+from textmill.tasks.document import Document
+from textmill.tasks.union_find import UnionFind
 
 ROOT = Path(__file__).resolve().parents[1]
 SEEDS = ROOT / "seeds"

@@ -5,7 +5,7 @@ import re
 
 
 from conftest import REPO, shared_path
-from tasks.registry import load_registry
+from textmill.tasks.registry import load_registry
 
 
 def test_ci_runs_the_readme_test_command() -> None:
@@ -17,7 +17,7 @@ def test_ci_runs_the_readme_test_command() -> None:
 
 def test_every_builtin_step_is_documented() -> None:
     architecture = (REPO / "docs" / "architecture.md").read_text()
-    builtin = [name for name, cls in load_registry().items() if cls.__module__.startswith("tasks.")]
+    builtin = [name for name, cls in load_registry().items() if cls.__module__.startswith("textmill.tasks.")]
     assert builtin
     for name in builtin:
         assert f"\n### {name}\n" in architecture, f"docs/architecture.md has no '### {name}' section"

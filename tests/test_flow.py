@@ -149,7 +149,7 @@ def test_changing_options_recomputes_that_step_and_later(
 def test_bumping_a_step_version_recomputes_that_step_and_later(
     prefect_server: None, seeds_copy: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from tasks.dedupe import Deduplicator
+    from textmill.tasks.dedupe import Deduplicator
 
     out = tmp_path / "out"
     run_flow(seeds_copy, out)

@@ -8,8 +8,8 @@ import pytest
 from pydantic import ValidationError
 
 from conftest import shared_path
-from tasks.document import Document
-from tasks.language import LanguageTagger
+from textmill.tasks.document import Document
+from textmill.tasks.language import LanguageTagger
 
 PROJECT = Path(__file__).resolve().parents[1]
 SEEDS = sorted((PROJECT / "seeds").glob("*.txt"))
@@ -168,8 +168,8 @@ def test_backend_is_an_option_validated_against_the_choices() -> None:
 
 
 def test_unknown_backend_is_a_config_error_naming_the_choices() -> None:
-    from tasks.base import ConfigError
-    from tasks.registry import build_step, load_registry
+    from textmill.tasks.base import ConfigError
+    from textmill.tasks.registry import build_step, load_registry
 
     with pytest.raises(ConfigError, match=r"backend.*'langdetect' or 'py3langid'.*fasttext"):
         build_step("language", {"backend": "fasttext"}, load_registry(), PROJECT / "config")

@@ -10,14 +10,14 @@ import pytest
 
 from conftest import CONFIG, SEEDS
 from flowkit import computed, records, run_flow
-from flows.config import load_config
-from tasks.base import ConfigError
-from tasks.registry import load_registry
+from textmill.flows.config import load_config
+from textmill.tasks.base import ConfigError
+from textmill.tasks.registry import load_registry
 
 PLUGIN = '''
 from pydantic import Field
 
-from tasks.base import DocumentStep, StepOptions
+from textmill.tasks.base import DocumentStep, StepOptions
 
 
 class WordCountOptions(StepOptions):

@@ -23,9 +23,9 @@ from psycopg.conninfo import make_conninfo
 
 from conftest import SEEDS
 from flowkit import run_flow, set_option
-from tasks.base import RunInfo
-from tasks.document import Document, Entity
-from tasks.publish import Publisher, PublishOptions
+from textmill.tasks.base import RunInfo
+from textmill.tasks.document import Document, Entity
+from textmill.tasks.publish import Publisher, PublishOptions
 
 DSN = os.environ.get("TEXTMILL_TEST_PG_DSN", "postgresql://postgres@127.0.0.1:5432/test")
 REPO = Path(__file__).resolve().parents[1]
@@ -280,7 +280,7 @@ def test_removed_file_is_tombstoned_by_the_next_run(
 
 
 def test_a_killed_connection_is_transient(pg_dsn: str) -> None:
-    from tasks.postgres import is_transient
+    from textmill.tasks.postgres import is_transient
 
     with psycopg.connect(pg_dsn, application_name="textmill-victim") as victim, psycopg.connect(pg_dsn, autocommit=True) as admin:
         admin.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = 'textmill-victim'")
@@ -290,7 +290,7 @@ def test_a_killed_connection_is_transient(pg_dsn: str) -> None:
 
 
 def test_serialization_failures_are_transient(pg_dsn: str, schema: str) -> None:
-    from tasks.postgres import is_transient
+    from textmill.tasks.postgres import is_transient
 
     table = f"{schema}.counter"
     with psycopg.connect(pg_dsn, autocommit=True) as admin:
@@ -322,13 +322,13 @@ def test_serialization_failures_are_transient(pg_dsn: str, schema: str) -> None:
 )
 def test_connection_messages_without_sqlstate_are_classified(message: str, transient: bool) -> None:
     """libpq reports refusals at connect time without a SQLSTATE; only the wording tells them apart."""
-    from tasks.postgres import is_transient
+    from textmill.tasks.postgres import is_transient
 
     assert is_transient(psycopg.OperationalError(message)) is transient
 
 
 def test_unreachable_server_is_retried_then_reported(tmp_path: Path) -> None:
-    from tasks.postgres import StoreError
+    from textmill.tasks.postgres import StoreError
 
     started = time.monotonic()
     with pytest.raises(StoreError, match=r"127\.0\.0\.1:1/test schema s: still failing after 3 attempts"):
@@ -344,7 +344,7 @@ def test_unreachable_server_is_retried_then_reported(tmp_path: Path) -> None:
     ],
 )
 def test_permanent_errors_fail_at_once(pg_dsn: str, schema: str, tmp_path: Path, change: dict[str, str], message: str) -> None:
-    from tasks.postgres import StoreError
+    from textmill.tasks.postgres import StoreError
 
     started = time.monotonic()
     with pytest.raises(StoreError, match=message):
@@ -353,7 +353,7 @@ def test_permanent_errors_fail_at_once(pg_dsn: str, schema: str, tmp_path: Path,
 
 
 def test_schema_textmill_did_not_create_is_refused(pg_dsn: str, schema: str, tmp_path: Path) -> None:
-    from tasks.postgres import StoreError
+    from textmill.tasks.postgres import StoreError
 
     with psycopg.connect(pg_dsn, autocommit=True) as conn:
         conn.execute(f"CREATE SCHEMA {schema}")
@@ -363,7 +363,7 @@ def test_schema_textmill_did_not_create_is_refused(pg_dsn: str, schema: str, tmp
 
 
 def test_schema_newer_than_this_textmill_is_refused(pg_dsn: str, schema: str, tmp_path: Path) -> None:
-    from tasks.postgres import StoreError
+    from textmill.tasks.postgres import StoreError
 
     publish(pg_dsn, schema, corpus(), tmp=tmp_path)
     with psycopg.connect(pg_dsn, autocommit=True) as conn:
@@ -373,8 +373,8 @@ def test_schema_newer_than_this_textmill_is_refused(pg_dsn: str, schema: str, tm
 
 
 def test_a_password_in_the_configured_dsn_is_refused_without_echoing_it() -> None:
-    from tasks.base import ConfigError
-    from tasks.registry import build_step, load_registry
+    from textmill.tasks.base import ConfigError
+    from textmill.tasks.registry import build_step, load_registry
 
     with pytest.raises(ConfigError) as refused:
         build_step(
@@ -401,7 +401,7 @@ def test_dsn_password_never_reaches_logs_artifacts_manifest_or_errors(pg_dsn: st
     assert password in base
     out_dir = tmp_path / "out"
     ok = subprocess.run(
-        [sys.executable, "-m", "flows.cli", "run", str(SEEDS), "--out", str(out_dir), "--config", str(config), "--publish", base, "-v"],
+        [sys.executable, "-m", "textmill.flows.cli", "run", str(SEEDS), "--out", str(out_dir), "--config", str(config), "--publish", base, "-v"],
         capture_output=True, text=True, env=env, cwd=REPO, timeout=300,
     )
     assert ok.returncode == 0, ok.stderr[-2000:]
@@ -410,7 +410,7 @@ def test_dsn_password_never_reaches_logs_artifacts_manifest_or_errors(pg_dsn: st
 
     missing = make_conninfo(base, dbname="textmill_no_such_db")
     failed = subprocess.run(
-        [sys.executable, "-m", "flows.cli", "run", str(SEEDS), "--out", str(tmp_path / "out2"), "--config", str(config), "--publish", missing, "-v"],
+        [sys.executable, "-m", "textmill.flows.cli", "run", str(SEEDS), "--out", str(tmp_path / "out2"), "--config", str(config), "--publish", missing, "-v"],
         capture_output=True, text=True, env=env, cwd=REPO, timeout=300,
     )
     assert failed.returncode == 1
@@ -430,7 +430,7 @@ def test_counts_stay_right_when_a_commit_acknowledgement_is_lost(
 ) -> None:
     """Injected fault: the first batch commits, then the connection drops before the client
     hears of it; the retry finds the rows already written and must still count them."""
-    from tasks.postgres import PostgresSink
+    from textmill.tasks.postgres import PostgresSink
 
     real = PostgresSink._write_batch
     lost = {"left": 1}
@@ -455,8 +455,8 @@ def test_counts_stay_right_when_a_commit_acknowledgement_is_lost(
     ["host=db sslpassword=Hunter2Secret dbname=x", "host=db password=Hunter2 Secret", "postgresql://u@h/db?bogus=Hunter2Secret"],
 )
 def test_bad_or_secret_bearing_dsns_are_refused_cleanly(dsn: str) -> None:
-    from tasks.base import ConfigError
-    from tasks.registry import build_step, load_registry
+    from textmill.tasks.base import ConfigError
+    from textmill.tasks.registry import build_step, load_registry
 
     with pytest.raises(ConfigError) as refused:
         build_step("publish", {"formats": ["postgres"], "postgres_dsn": dsn}, load_registry(), REPO / "config")

@@ -4,7 +4,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from tasks.read import discover, read_source
+from textmill.tasks.read import discover, read_source
 
 
 def read_all(root: Path, max_bytes: int = 10_000_000) -> dict[str, object]:

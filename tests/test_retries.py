@@ -8,9 +8,9 @@ import pytest
 
 from conftest import SEEDS
 from flowkit import records, run_flow, set_option
-from flows.retry import is_transient
-from tasks import sinks
-from tasks.base import ConfigError
+from textmill.flows.retry import is_transient
+from textmill.tasks import sinks
+from textmill.tasks.base import ConfigError
 
 pytestmark = pytest.mark.slow
 

@@ -46,7 +46,7 @@ def api(url: str, path: str, body: dict | None = None) -> object:
 def run_cli(api_url: str, tmp_path: Path, out: Path) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "PREFECT_API_URL": api_url, "PREFECT_HOME": str(tmp_path / "client-home"), "PREFECT_LOGGING_LEVEL": "INFO"}
     done = subprocess.run(
-        [sys.executable, "-m", "flows.cli", "run", str(SEEDS), "--out", str(out), "-v"],
+        [sys.executable, "-m", "textmill.flows.cli", "run", str(SEEDS), "--out", str(out), "-v"],
         env=env, cwd=REPO, capture_output=True, text=True, timeout=300,
     )
     assert done.returncode == 0, done.stderr[-3000:]
@@ -106,7 +106,7 @@ def test_serve_registers_the_schedule_and_scheduled_runs_compute_only_new_files(
     log_path = tmp_path / "serve.log"
     log = log_path.open("wb")
     serve = subprocess.Popen(
-        [sys.executable, "-m", "flows.cli", "serve", str(seeds_copy), "--out", str(tmp_path / "out"),
+        [sys.executable, "-m", "textmill.flows.cli", "serve", str(seeds_copy), "--out", str(tmp_path / "out"),
          "--interval", "5", "--name", "seeds-every-5s"],
         env=env, cwd=REPO, stdout=log, stderr=subprocess.STDOUT,
     )
@@ -166,7 +166,7 @@ def artifact(api_url: str, flow_run_id: str, key: str) -> str:
 # Prefect's in-process event and log services stay bound to the API they first talked to.
 FAULTY_RUN = """
 import sys
-from tasks.language import LanguageTagger
+from textmill.tasks.language import LanguageTagger
 
 attempts = []
 
@@ -175,7 +175,7 @@ def failing_disk(self, docs):
     raise OSError("injected: language model file unreadable")
 
 LanguageTagger.process = failing_disk
-from flows.pipeline import textmill
+from textmill.flows.pipeline import textmill
 
 try:
     textmill(corpus=sys.argv[1], out=sys.argv[2], config=sys.argv[3])

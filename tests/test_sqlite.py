@@ -14,10 +14,10 @@ import pytest
 
 from conftest import REPO, SEEDS
 from flowkit import run_flow
-from tasks.base import RunInfo
-from tasks.document import Document, Entity
-from tasks.publish import Publisher, PublishOptions
-from tasks.search import HIGHLIGHT, SearchError, search
+from textmill.tasks.base import RunInfo
+from textmill.tasks.document import Document, Entity
+from textmill.tasks.publish import Publisher, PublishOptions
+from textmill.tasks.search import HIGHLIGHT, SearchError, search
 
 
 @pytest.fixture(scope="module")
@@ -128,7 +128,7 @@ def test_runs_table_grows_only_when_the_content_changes(tmp_path: Path) -> None:
 @pytest.mark.slow
 def test_cli_search_prints_ranked_hits(seeds_run: tuple[Path, dict[str, Any]]) -> None:
     out = seeds_run[0]
-    cli = [sys.executable, "-m", "flows.cli", "search"]
+    cli = [sys.executable, "-m", "textmill.flows.cli", "search"]
     found = subprocess.run([*cli, str(out), "Kremlin drones", "--limit", "2"], capture_output=True, text=True, cwd=REPO)
     assert found.returncode == 0, found.stderr
     assert "1. 00" in found.stdout and "2. 00" in found.stdout and "3. " not in found.stdout

@@ -163,7 +163,7 @@ def main() -> None:
             out = work / "out"
             subprocess.run(
                 # The corpus as the user would type it, so the summary names no machine's paths.
-                [sys.executable, "-m", "flows.cli", "run", os.path.relpath(args.corpus, REPO), "--out", str(out)],
+                [sys.executable, "-m", "textmill.flows.cli", "run", os.path.relpath(args.corpus, REPO), "--out", str(out)],
                 env=run_env, cwd=REPO, check=True, timeout=600,
             )
             run_id = json.loads((out / "manifest.json").read_text(encoding="utf-8"))["run_id"]

@@ -21,9 +21,9 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from bench.common import REPO, write_results
-from tasks.base import DocumentStep, Step
-from tasks.document import Document
-from tasks.read import discover, read_source
+from textmill.tasks.base import DocumentStep, Step
+from textmill.tasks.document import Document
+from textmill.tasks.read import discover, read_source
 
 CONFIG = REPO / "config" / "pipeline.toml"
 WORD = re.compile(r"\w+")
@@ -51,8 +51,8 @@ def config_step(name: str, config: Path = CONFIG, **overrides: Any) -> Step:
     Built like `flows/shard.py: step_for` does it, from the validated config, so rule paths
     resolve against the config's folder.
     """
-    from flows.config import load_config
-    from tasks.registry import build_step, load_registry
+    from textmill.flows.config import load_config
+    from textmill.tasks.registry import build_step, load_registry
 
     cfg = load_config(config)
     spec = next((s for s in cfg.steps if s.name == name), None)
@@ -65,7 +65,7 @@ def config_step(name: str, config: Path = CONFIG, **overrides: Any) -> Step:
 
 def max_bytes(config: Path = CONFIG) -> int:
     """The reader's size limit from the config's `[input]` section."""
-    from flows.config import load_config
+    from textmill.flows.config import load_config
 
     return load_config(config).input.max_bytes
 
@@ -95,7 +95,7 @@ def first_files(root: Path, limit: int, target: Path) -> Path:
 def clean(docs: list[Document]) -> tuple[list[Document], float]:
     """The documents after the config's clean step (rejected ones stay in, with status `rejected`),
     and the seconds spent in `process` alone (setup and config loading excluded)."""
-    from flows.shard import BATCH  # the batch a shard task hands to a document step
+    from textmill.flows.shard import BATCH  # the batch a shard task hands to a document step
 
     cleaner = config_step("clean")
     assert isinstance(cleaner, DocumentStep)

@@ -34,7 +34,7 @@ def main(argv: list[str] | None = None) -> int:
         print("error: --limit must be at least 1", file=sys.stderr)
         return 2
     from bench.quality import QualityError
-    from tasks.base import ConfigError
+    from textmill.tasks.base import ConfigError
 
     started = time.perf_counter()
     module = importlib.import_module(f"bench.quality.{args.kind}")

@@ -27,7 +27,7 @@ from bs4 import BeautifulSoup
 
 from bench.common import markdown_table
 from bench.quality import QualityError, bar, clean, finish, rate, read_corpus, require_dir
-from tasks.document import Document
+from textmill.tasks.document import Document
 
 # Published F1 figures quoted in the corpus README (AEB README, trafilatura 2.0.0 era).
 REFERENCE_F1 = {"trafilatura 2.0.0": 0.958, "readability-lxml": 0.922, "justext": 0.804, "whole-page text": 0.665}

@@ -75,7 +75,7 @@ def write_config(path: Path) -> dict[str, Any]:
     }
     path.write_text("".join(f"[{name}]\n" + "".join(f"{k} = {toml_value(v)}\n" for k, v in body.items()) + "\n"
                             for name, body in sections.items()), encoding="utf-8")
-    from tasks.dedupe import Deduplicator
+    from textmill.tasks.dedupe import Deduplicator
 
     return Deduplicator.Options.model_validate(sections["steps.dedupe"]).model_dump()
 
@@ -86,7 +86,7 @@ def run_textmill(corpus: Path, work: Path) -> tuple[dict[str, dict[str, Any]], d
     config = work / "pipeline.toml"
     options = write_config(config)
     out = work / "out"
-    argv = [sys.executable, "-m", "flows.cli", "run", str(corpus), "--out", str(out), "--config", str(config)]
+    argv = [sys.executable, "-m", "textmill.flows.cli", "run", str(corpus), "--out", str(out), "--config", str(config)]
     env = {**os.environ, "PREFECT_SERVER_ANALYTICS_ENABLED": "false"}
     proc, seconds = timed(lambda: subprocess.run(argv, cwd=REPO, env=env, stdout=subprocess.PIPE, text=True))
     if proc.returncode != 0:

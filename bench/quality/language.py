@@ -3,7 +3,7 @@
 Corpus: one sentence a line, `<iso639-1>.txt` per language (Leipzig sentences). Two
 granularities, because the step sees whole documents but short texts are where detectors
 differ: single sentences, and paragraphs of 5 consecutive sentences joined by a space. Both
-backends run through `tasks.language.LanguageTagger.process` with default options except
+backends run through `textmill.tasks.language.LanguageTagger.process` with default options except
 `backend`, so `und` (below `min_chars` or `min_score`) counts as wrong; its rate is reported
 separately so that a cautious backend and a wrong one can be told apart.
 """
@@ -16,8 +16,8 @@ from typing import Any
 
 from bench.common import markdown_table
 from bench.quality import QualityError, bar, batches, finish, rate, require_dir
-from tasks.document import Document
-from tasks.language import UNDETERMINED, LanguageTagger
+from textmill.tasks.document import Document
+from textmill.tasks.language import UNDETERMINED, LanguageTagger
 
 BACKENDS = ("langdetect", "py3langid")
 PARAGRAPH = 5
@@ -44,7 +44,7 @@ def paragraphs(lines: list[str], size: int = PARAGRAPH) -> list[str]:
 
 def tag_all(tagger: LanguageTagger, texts: dict[str, list[str]], label: str) -> tuple[dict[str, list[str]], float]:
     """Predicted codes per gold language, and the seconds spent in `process` alone."""
-    from flows.shard import BATCH
+    from textmill.flows.shard import BATCH
 
     items = [(lang, Document(id=f"{lang}/{i}", path="", sha256="", text=t))
              for lang, lines in texts.items() for i, t in enumerate(lines)]
