@@ -33,7 +33,7 @@ from textmill.flows.keys import digest, digest_lines, shard_count, shard_of
 from textmill.flows.progress import listener
 from textmill.flows.report import StageStats, build_manifest, steps_table, summary_markdown, write_manifest
 from textmill.flows.retry import retry_transient
-from textmill.flows.runners import default_workers, watched_server
+from textmill.flows.runners import default_workers, tag_steps
 from textmill.flows.shard import DocRef, Paths, ShardResult
 from textmill.tasks.base import RunInfo
 from textmill.tasks.read import READER_VERSION, SourceFile, discover
@@ -221,7 +221,7 @@ def textmill(corpus: str, out: str = "out", config: str | None = None, publish: 
     if publish:
         cfg = publish_to_postgres(cfg, publish)
     paths = Paths(corpus=str(Path(corpus).resolve()), out=str(Path(out).resolve()))
-    runner = Runner(paths, cfg.run, {}, tag_steps=watched_server())
+    runner = Runner(paths, cfg.run, {}, tag_steps=tag_steps())
 
     sources = discover_sources(paths.corpus, paths.out)
     count = shard_count(len(sources), cfg.run.shard_size)

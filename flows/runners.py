@@ -48,6 +48,7 @@ def make_task_runner(kind: str, workers: int | None = None, dask_address: str | 
 
 
 _temporary_api_url: str | None = None
+STEP_TAGS_ENV = "TEXTMILL_STEP_TAGS"
 
 
 def watched_server() -> bool:
@@ -57,6 +58,19 @@ def watched_server() -> bool:
 
     url = os.environ.get("PREFECT_API_URL") or PREFECT_API_URL.value()
     return bool(url) and url != _temporary_api_url
+
+
+def tag_steps() -> bool:
+    """Whether task runs carry their step's tag: `TEXTMILL_STEP_TAGS` is `on`, `off` or `auto`.
+
+    `auto` (the default) tags only on a watched server (`watched_server`): each new tag costs a
+    concurrency-limit check on the server's database (docs/operations.md, "Tags per step"), worth
+    paying where someone filters the UI by step, not on a throwaway server.
+    """
+    setting = os.environ.get(STEP_TAGS_ENV, "auto").strip().lower()
+    if setting not in ("on", "off", "auto"):
+        raise ConfigError(f"{STEP_TAGS_ENV}={setting!r}: use on, off or auto")
+    return setting == "on" or (setting == "auto" and watched_server())
 
 
 def ensure_api_server() -> Any | None:

@@ -53,11 +53,23 @@ def shared_path(*parts: str) -> Path:
 
 @pytest.fixture(scope="session")
 def prefect_server() -> Iterator[None]:
-    """A temporary Prefect API with its own database, shared by the flow tests of a session."""
+    """A temporary Prefect API with its own database, shared by the flow tests of a session.
+
+    In-process runs here are untagged (`TEXTMILL_STEP_TAGS=off`): nobody filters this server's
+    UI by step, and each new tag would cost a concurrency-limit check on its SQLite database.
+    """
     from prefect.testing.utilities import prefect_test_harness
 
-    with prefect_test_harness(server_startup_timeout=120):
-        yield
+    previous = os.environ.get("TEXTMILL_STEP_TAGS")
+    os.environ["TEXTMILL_STEP_TAGS"] = "off"
+    try:
+        with prefect_test_harness(server_startup_timeout=120):
+            yield
+    finally:
+        if previous is None:
+            os.environ.pop("TEXTMILL_STEP_TAGS", None)
+        else:
+            os.environ["TEXTMILL_STEP_TAGS"] = previous
 
 
 @pytest.fixture

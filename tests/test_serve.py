@@ -44,7 +44,10 @@ def api(url: str, path: str, body: dict | None = None) -> object:
 
 
 def run_cli(api_url: str, tmp_path: Path, out: Path) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "PREFECT_API_URL": api_url, "PREFECT_HOME": str(tmp_path / "client-home"), "PREFECT_LOGGING_LEVEL": "INFO"}
+    env = {
+        **os.environ, "PREFECT_API_URL": api_url, "PREFECT_HOME": str(tmp_path / "client-home"),
+        "PREFECT_LOGGING_LEVEL": "INFO", "TEXTMILL_STEP_TAGS": "auto",
+    }
     done = subprocess.run(
         [sys.executable, "-m", "textmill.flows.cli", "run", str(SEEDS), "--out", str(out), "-v"],
         env=env, cwd=REPO, capture_output=True, text=True, timeout=300,
@@ -102,6 +105,7 @@ def test_serve_registers_the_schedule_and_scheduled_runs_compute_only_new_files(
         "PREFECT_RUNNER_POLL_FREQUENCY": "2",
         "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
         "PREFECT_HOME": str(tmp_path / "client-home"),
+        "TEXTMILL_STEP_TAGS": "auto",
     }
     log_path = tmp_path / "serve.log"
     log = log_path.open("wb")
