@@ -11,7 +11,7 @@ import pytest
 
 from bench.synth import generate
 from conftest import REPO, free_port, shared_path, stop
-from flowkit import run_flow
+from flowkit import run_flow, set_option
 from textmill.flows.pipeline import textmill
 from textmill.flows.runners import loaded_steps, make_task_runner
 
@@ -60,14 +60,16 @@ def sorted_lines(path: Path) -> list[str]:
     return sorted(path.read_text(encoding="utf-8").splitlines())
 
 
-def test_dask_cluster_gives_the_same_corpus_as_threads(dask_cluster: str, tmp_path: Path) -> None:
+def test_dask_cluster_gives_the_same_corpus_as_threads(dask_cluster: str, config_copy: Path, tmp_path: Path) -> None:
+    """80 generated documents in shards of about 16, so both workers get shards of every step."""
     from distributed import Client
 
     corpus = tmp_path / "corpus"
-    planted = generate(shared_path("corpora", "bbc"), corpus, 300, seed=300)
-    threads = run_flow(corpus, tmp_path / "threads")
+    planted = generate(shared_path("corpora", "bbc"), corpus, 80, seed=300, exact_rate=0.1, near_rate=0.1)
+    set_option(config_copy, "run", "shard_size = 16")
+    threads = run_flow(corpus, tmp_path / "threads", config_copy)
     flow = textmill.with_options(task_runner=make_task_runner("dask", 2, dask_cluster))
-    on_dask = flow(corpus=str(corpus), out=str(tmp_path / "dask"))
+    on_dask = flow(corpus=str(corpus), out=str(tmp_path / "dask"), config=str(config_copy))
 
     assert on_dask["counts"] == threads["counts"]
     assert on_dask["counts"]["duplicate"] >= planted.exact
