@@ -119,13 +119,37 @@ def apply_line_rules(text: str, rules: RuleSet) -> str:
     return "\n".join(kept)
 
 
-def drop_repeated_lines(text: str, min_count: int, min_chars: int) -> str:
-    """Remove every occurrence of a line seen `min_count`+ times: repeated lines are page furniture."""
+@dataclass(frozen=True, slots=True)
+class Repetition:
+    """A text without the later copies of its repeated lines, and the share of characters they held."""
+
+    text: str
+    share: float
+
+
+def drop_repeated_lines(text: str, min_count: int, min_chars: int) -> Repetition:
+    """Keep the first copy of each line seen `min_count`+ times and drop the later copies.
+
+    Repeated lines are usually page furniture ("Photo: AP" under every picture), but refrains, logs
+    and tables repeat lines too: keeping the first copy keeps their content once. `share` (later
+    copies' characters over all line characters, newlines not counted) lets the caller refuse a
+    document that is mostly repetition instead of quietly cutting most of it away.
+    """
     if min_count < 2:
-        return text
+        return Repetition(text, 0.0)
     lines = text.split("\n")
     counts = Counter(line for line in lines if len(line) >= min_chars)
     repeated = {line for line, n in counts.items() if n >= min_count}
     if not repeated:
-        return text
-    return "\n".join(line for line in lines if line not in repeated)
+        return Repetition(text, 0.0)
+    seen: set[str] = set()
+    kept: list[str] = []
+    removed = 0
+    for line in lines:
+        if line in repeated:
+            if line in seen:
+                removed += len(line)
+                continue
+            seen.add(line)
+        kept.append(line)
+    return Repetition("\n".join(kept), removed / sum(len(line) for line in lines))

@@ -19,7 +19,9 @@ from pydantic import Field, field_validator
 from textmill.tasks.base import ConfigError, DocumentStep, StepOptions
 from textmill.tasks.boilerplate import RuleSet, apply_line_rules, drop_repeated_lines, extract_metadata, load_rules
 from textmill.tasks.document import Document
-from textmill.tasks.html_text import BLOCK_TAGS, NON_TEXT_STRINGS, NON_TEXT_TAGS, first_iso_date, html_to_text
+from textmill.tasks.html_text import (
+    BLOCK_TAGS, MARKUP_FAULTS, NON_TEXT_STRINGS, NON_TEXT_TAGS, first_iso_date, html_to_text,
+)
 
 # Line and page separators become newlines; other control characters and zero-width marks go.
 LINE_BREAKS = str.maketrans(
@@ -39,10 +41,15 @@ class CleanOptions(StepOptions):
     )
     repeated_line_min_count: int = Field(
         3, ge=0,
-        description="Drop every copy of a line that occurs at least this often in one document (0 = off).",
+        description="Keep only the first copy of a line that occurs at least this often in one document (0 = off).",
     )
     repeated_line_min_chars: int = Field(
         12, ge=1, description="Lines shorter than this are never treated as repeated boilerplate.",
+    )
+    repeated_line_max_share: float = Field(
+        0.6, ge=0.0, le=1.0,
+        description="Reject a document when the repeated copies would take more than this share of its "
+        "characters: it is mostly repetition, not furniture (1 = never reject).",
     )
     link_density_max: float = Field(
         0.5, ge=0.0, le=1.0,
@@ -62,7 +69,7 @@ class Cleaner(DocumentStep):
     """Extract main text, normalise it, pull leading metadata and remove boilerplate by rules."""
 
     name: ClassVar[str] = "clean"
-    version: ClassVar[str] = "2"
+    version: ClassVar[str] = "3"
     Options: ClassVar[type[StepOptions]] = CleanOptions
     options: CleanOptions
 
@@ -106,18 +113,28 @@ class Cleaner(DocumentStep):
                     text, page_meta = page.text, page.meta
                 else:
                     text, page_meta = strip_markdown(text)
-            except Exception as exc:  # noqa: BLE001 - one hostile page must not take down its shard
+            except MARKUP_FAULTS as exc:
                 return self.stamp(doc.reject(f"{fmt} extraction failed: {type(exc).__name__}: {exc}"[:300]))
         text = normalize_text(text)
         text, leading = extract_metadata(text, self._rules)
         text = normalize_text(apply_line_rules(text, self._rules))
-        text = drop_repeated_lines(text, options.repeated_line_min_count, options.repeated_line_min_chars)
-        text = normalize_text(text)
+        repetition = drop_repeated_lines(text, options.repeated_line_min_count, options.repeated_line_min_chars)
         # Page metadata only fills gaps; a metadata line in the text itself is the most explicit source.
         meta = {**page_meta, **doc.meta, **leading}
+        share = round(repetition.share, 3)  # compared as reported, so a reason never shows "60% (limit 60%)"
+        if share > options.repeated_line_max_share:
+            reason = (f"repetitive: {percent(share)} of characters are repeated lines "
+                      f"(limit {percent(options.repeated_line_max_share)})")
+            return self.stamp(doc.reject(reason), text=text, meta=meta)
+        text = normalize_text(repetition.text)
         if not text:
             return self.stamp(doc.reject("empty after cleaning"), text="", meta=meta)
         return self.stamp(doc, text=text, meta=meta)
+
+
+def percent(share: float) -> str:
+    """0.873 -> '87.3%', 0.6 -> '60%'."""
+    return f"{share * 100:.6g}%"
 
 
 def normalize_text(text: str) -> str:

@@ -10,6 +10,15 @@ from dataclasses import dataclass, field
 
 from bs4 import BeautifulSoup, NavigableString, Tag
 from bs4.element import CData, Comment, Declaration, Doctype, ProcessingInstruction
+from bs4.exceptions import ParserRejectedMarkup
+from lxml import etree
+
+# What markup alone can make the parsers raise, so what counts as bad input rather than a bug:
+# bs4 turns lxml's refusals (ParserError, an unknown or undecodable declared encoding) into
+# ParserRejectedMarkup; other lxml errors are LxmlError; text lxml cannot encode (a lone surrogate)
+# is a UnicodeEncodeError. RecursionError and MemoryError are not here: every walk is iterative and
+# the reader caps the input size, so either one means a bug or a starved machine, not a bad page.
+MARKUP_FAULTS: tuple[type[Exception], ...] = (ParserRejectedMarkup, etree.LxmlError, UnicodeError)
 
 # Elements that never hold article text.
 NON_TEXT_TAGS = frozenset({

@@ -8,7 +8,9 @@ import shutil
 from pathlib import Path
 
 import pytest
+from bs4.exceptions import ParserRejectedMarkup
 
+from textmill.tasks import clean as clean_module
 from textmill.tasks.base import ConfigError
 from textmill.tasks.clean import Cleaner, CleanOptions
 from textmill.tasks.document import Document
@@ -173,24 +175,85 @@ def test_html_nested_10000_levels_does_not_crash() -> None:
     depth = 10_000
     html = "<html><body>" + "<div>" * depth + "<p>Deep text here.</p>" + "</div>" * depth + "</body></html>"
     doc = clean_one(html, "html")
-    if doc.status == "ok":
-        assert doc.text == "Deep text here."
-    else:
-        assert doc.status == "rejected" and doc.reason
+    assert (doc.status, doc.text) == ("ok", "Deep text here.")
 
 
 def test_html_nested_inline_10000_levels_does_not_crash() -> None:
     depth = 10_000
     html = "<html><body><p>" + "<span><a href='x'>" * depth + "deep" + "</a></span>" * depth + "</p></body></html>"
+    # All of its text is link text, so the link-density rule drops it unless told otherwise.
     doc = clean_one(html, "html")
-    assert doc.status in ("ok", "rejected")
-    assert doc.status == "ok" or doc.reason
+    assert (doc.status, doc.reason) == ("rejected", "empty after cleaning")
+    doc = clean_one(html, "html", link_density_max=1.0)
+    assert (doc.status, doc.text) == ("ok", "deep")
 
 
 def test_html_with_only_furniture_is_rejected() -> None:
     doc = clean_one("<html><body><nav><a href='/'>Home</a></nav><script>x()</script></body></html>", "html")
     assert doc.status == "rejected"
     assert doc.reason == "empty after cleaning"
+
+
+# --- faults: bad input is rejected, a bug fails ---------------------------------------------
+
+def test_lone_surrogate_is_rejected_as_bad_markup() -> None:
+    html = clean_one("<p>a\ud800b</p>", "html")
+    markdown = clean_one("a\ud800b", "markdown")
+    expected = "extraction failed: UnicodeEncodeError: 'utf-8' codec can't encode character '\\ud800' " \
+        "in position 4: surrogates not allowed"
+    assert (html.status, html.reason) == ("rejected", f"html {expected}")
+    assert (markdown.status, markdown.reason) == ("rejected", f"markdown {expected}")
+
+
+def test_markup_the_parser_refuses_is_rejected(monkeypatch: pytest.MonkeyPatch) -> None:
+    def refuse(html: str, link_density_max: float) -> None:
+        raise ParserRejectedMarkup("Document is empty")
+
+    monkeypatch.setattr(clean_module, "html_to_text", refuse)
+    doc = clean_one("<p>x</p>", "html")
+    assert (doc.status, doc.reason) == ("rejected", "html extraction failed: ParserRejectedMarkup: Document is empty")
+
+
+@pytest.mark.parametrize("fmt, target", [("html", "html_to_text"), ("markdown", "strip_markdown")])
+def test_a_bug_in_extraction_raises_instead_of_rejecting(
+    monkeypatch: pytest.MonkeyPatch, fmt: str, target: str
+) -> None:
+    def bug(*args: object) -> None:
+        raise KeyError("title")
+
+    monkeypatch.setattr(clean_module, target, bug)
+    with pytest.raises(KeyError, match="title"):
+        clean_one("<p>Some text.</p>", fmt)
+
+
+HARBOUR = "The harbour reopened on Monday after three weeks of repairs to the sea wall."
+
+
+@pytest.mark.slow
+def test_a_bug_fails_the_run_and_is_not_cached_as_a_rejection(
+    prefect_server: None, seeds_copy: Path, config_copy: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from flowkit import records, run_flow, set_option
+
+    set_option(config_copy, "run", "retry_delay_seconds = 0.05")
+    (seeds_copy / "harbour.html").write_text(f"<html><body><article><p>{HARBOUR}</p></article></body></html>")
+    calls = {"n": 0}
+
+    def bug(html: str, link_density_max: float) -> None:
+        calls["n"] += 1
+        raise KeyError("injected bug")
+
+    out = tmp_path / "out"
+    with monkeypatch.context() as patch:
+        patch.setattr(clean_module, "html_to_text", bug)
+        with pytest.raises(KeyError, match="injected bug"):
+            run_flow(seeds_copy, out, config_copy)
+    assert calls["n"] == 1  # a bug is not transient: no retry
+
+    manifest = run_flow(seeds_copy, out, config_copy)
+    assert manifest["steps"]["clean"]["computed"] == 6
+    harbour = records(out)["harbour.html"]
+    assert (harbour["status"], harbour["reason"], harbour["text"]) == ("ok", None, HARBOUR)
 
 
 # --- Markdown ------------------------------------------------------------------------------
@@ -263,18 +326,118 @@ def test_nfc_control_characters_and_whitespace() -> None:
     assert all(ch == "\n" or ch >= " " for ch in doc.text)
 
 
-def test_repeated_lines_are_dropped_but_short_and_twice_seen_lines_kept() -> None:
+def test_repeated_furniture_keeps_its_first_copy_only() -> None:
     furniture = "Subscribe to our channel for more news"
     twice = "This sentence appears exactly twice here."
     raw = "\n".join(["Real opening paragraph.", furniture, "Yes", twice, "Yes", furniture, "Yes",
                      "Middle paragraph.", twice, furniture, "Closing paragraph."])
+    assert clean_one(raw).text == "\n".join(["Real opening paragraph.", furniture, "Yes", twice, "Yes", "Yes",
+                                             "Middle paragraph.", twice, "Closing paragraph."])
+    assert clean_one(raw, repeated_line_min_count=0).text == raw
+
+
+def test_photo_credits_under_each_picture_keep_one_copy() -> None:
+    credit = "Photo: Damian Dovarganes, AP"
+    paragraphs = [f"Paragraph {n} of the report says what happened in part {n}." for n in range(1, 5)]
+    raw = "\n\n".join(f"{p}\n{credit}" for p in paragraphs)
+    expected = f"{paragraphs[0]}\n{credit}\n\n" + "\n\n".join(paragraphs[1:])
+    assert clean_one(raw).text == expected
+
+
+SONG = """Down by the harbour the lanterns are low
+The boats have gone out where the cold waters go
+
+Sing out, sing out, the tide is turning
+Carry me home while the fires are burning
+
+My mother is waiting, the kettle is on
+She counts every sail till the last one is gone
+
+Sing out, sing out, the tide is turning
+Carry me home while the fires are burning
+
+So here is my lantern and here is my song
+The night may be cold but it will not be long
+
+Sing out, sing out, the tide is turning
+Carry me home while the fires are burning"""
+
+
+def test_song_keeps_its_verses_and_one_refrain() -> None:
+    doc = clean_one(SONG)
+    assert doc.status == "ok"
+    assert doc.text == """Down by the harbour the lanterns are low
+The boats have gone out where the cold waters go
+
+Sing out, sing out, the tide is turning
+Carry me home while the fires are burning
+
+My mother is waiting, the kettle is on
+She counts every sail till the last one is gone
+
+So here is my lantern and here is my song
+The night may be cold but it will not be long"""
+
+
+def test_log_keeps_the_first_of_its_repeated_lines() -> None:
+    raw = "\n".join([
+        "2024-05-03 10:00:01 worker 7 started",
+        "connection lost, retrying in 5s",
+        "connection lost, retrying in 5s",
+        "connection lost, retrying in 5s",
+        "connection lost, retrying in 5s",
+        "2024-05-03 10:00:21 worker 7 connected",
+    ])
     doc = clean_one(raw)
-    lines = doc.text.split("\n")
-    assert furniture not in lines
-    assert lines.count(twice) == 2
-    assert lines.count("Yes") == 3
-    assert "Closing paragraph." in lines
-    assert clean_one(raw, repeated_line_min_count=0).text.count(furniture) == 3
+    assert doc.status == "ok"
+    assert doc.text == "\n".join([
+        "2024-05-03 10:00:01 worker 7 started",
+        "connection lost, retrying in 5s",
+        "2024-05-03 10:00:21 worker 7 connected",
+    ])
+
+
+def test_table_keeps_the_first_copy_of_a_repeated_row() -> None:
+    # The layout of BBC sport/190.txt: fixtures one per line, a repeated line closing each group.
+    raw = "\n\n".join([
+        "The three group winners join the holders for the final mini-tournament.",
+        "Seychelles v South Africa", "Mauritius v Madagascar", "Winners meet in final match",
+        "Mozambique v Zimbabwe", "Namibia v Botswana", "Winners meet in final match",
+        "Lesotho v Malawi", "Zambia v Swaziland", "Winners meet in final match",
+    ])
+    doc = clean_one(raw)
+    assert doc.status == "ok"
+    assert doc.text == "\n\n".join([
+        "The three group winners join the holders for the final mini-tournament.",
+        "Seychelles v South Africa", "Mauritius v Madagascar", "Winners meet in final match",
+        "Mozambique v Zimbabwe", "Namibia v Botswana", "Lesotho v Malawi", "Zambia v Swaziland",
+    ])
+
+
+# 21 characters of title and 41 copies of a 19-character line: the 40 later copies hold 760 of
+# the 800 line characters, 95%.
+MOSTLY_ONE_LINE = "\n".join(["Night shift log notes", *["No alarms reported."] * 41])
+
+
+def test_document_of_one_repeated_line_is_rejected_with_the_measured_share() -> None:
+    doc = clean_one(MOSTLY_ONE_LINE)
+    assert doc.status == "rejected"
+    assert doc.reason == "repetitive: 95% of characters are repeated lines (limit 60%)"
+    assert doc.text == MOSTLY_ONE_LINE
+    assert doc.steps[-1].step == "clean"
+
+
+def test_repetition_limit_is_an_option() -> None:
+    assert clean_one(MOSTLY_ONE_LINE, repeated_line_max_share=1.0).text == "Night shift log notes\nNo alarms reported."
+    assert clean_one(MOSTLY_ONE_LINE, repeated_line_max_share=0.9).reason == (
+        "repetitive: 95% of characters are repeated lines (limit 90%)"
+    )
+    # Exactly at the limit is kept: 20 characters of title, 3 of 4 copies of a 20-character line = 60%.
+    at_limit = "\n".join(["A twenty char title.", *["Twenty characters ok"] * 4])
+    doc = clean_one(at_limit)
+    assert (doc.status, doc.text) == ("ok", "A twenty char title.\nTwenty characters ok")
+    over = "\n".join(["A twenty char title", *["Twenty characters ok"] * 4])
+    assert clean_one(over).reason == "repetitive: 60.6% of characters are repeated lines (limit 60%)"
 
 
 def test_repeated_line_min_count_of_one_is_refused() -> None:
