@@ -10,6 +10,8 @@ import json
 import uuid
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Iterator
+from functools import cache
+from importlib import metadata
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
@@ -24,6 +26,16 @@ class ConfigError(ValueError):
     """A configuration mistake: permanent, never retried, reported before any work starts."""
 
 
+@cache
+def installed_version(distribution: str) -> str | None:
+    """The installed version of a distribution (None when absent), looked up once per process:
+    installing another version needs a new process anyway."""
+    try:
+        return metadata.version(distribution)
+    except metadata.PackageNotFoundError:
+        return None
+
+
 class StepOptions(BaseModel):
     """Base for a step's options: unknown keys are errors, values are immutable."""
 
@@ -34,13 +46,16 @@ class Step(ABC):
     """What every step has: a name, a version, validated options and a fingerprint.
 
     Bump `version` whenever a change to the code changes results: the fingerprint includes it,
-    so cached results of the old version are not reused.
+    so cached results of the old version are not reused. Name in `libraries` the distributions
+    (as pip knows them) whose behaviour shapes the output: their installed versions are part of
+    the fingerprint too, so upgrading one recomputes what it may change.
     """
 
     name: ClassVar[str]
     version: ClassVar[str]
     scope: ClassVar[Scope]
     Options: ClassVar[type[StepOptions]] = StepOptions
+    libraries: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, options: StepOptions | None = None, config_dir: Path | None = None) -> None:
         self.options = options if options is not None else self.Options()
@@ -53,6 +68,15 @@ class Step(ABC):
         """Anything beyond options that changes results (e.g. the contents of a rules file)."""
         return {}
 
+    def library_names(self) -> tuple[str, ...]:
+        """The distributions this instance's output depends on: `libraries` by default; override
+        when the options choose them (a language backend, a model package)."""
+        return self.libraries
+
+    def library_versions(self) -> dict[str, str | None]:
+        """Installed version of each distribution in `library_names()` (None when not installed)."""
+        return {name: installed_version(name) for name in sorted(set(self.library_names()))}
+
     def options_hash(self) -> str:
         """A short digest of the options, recorded in provenance."""
         return hashlib.sha256(self.options.model_dump_json().encode()).hexdigest()[:12]
@@ -64,6 +88,7 @@ class Step(ABC):
                 "name": self.name,
                 "version": self.version,
                 "options": self.options.model_dump(mode="json"),
+                "libraries": self.library_versions(),
                 "extra": self.fingerprint_extra(),
             },
             sort_keys=True,

@@ -70,6 +70,7 @@ class Cleaner(DocumentStep):
 
     name: ClassVar[str] = "clean"
     version: ClassVar[str] = "3"
+    libraries: ClassVar[tuple[str, ...]] = ("beautifulsoup4", "lxml", "markdown-it-py")
     Options: ClassVar[type[StepOptions]] = CleanOptions
     options: CleanOptions
 

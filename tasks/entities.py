@@ -18,7 +18,6 @@ from __future__ import annotations
 import threading
 from collections.abc import Iterable
 from dataclasses import dataclass
-from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -113,6 +112,8 @@ class EntityExtractor(CorpusStep):
 
     name: ClassVar[str] = "entities"
     version: ClassVar[str] = "1"
+    # thinc runs spaCy's models, so its numerics shape the entities as much as spaCy's own code.
+    libraries: ClassVar[tuple[str, ...]] = ("spacy", "thinc")
 
     class Options(StepOptions):
         models: dict[str, str] = Field(
@@ -172,15 +173,9 @@ class EntityExtractor(CorpusStep):
         model = self._models.get(lang)
         return model.nlp if model is not None else None
 
-    def fingerprint_extra(self) -> dict[str, Any]:
-        """The installed model versions: a new model release changes the entities."""
-        versions: dict[str, str | None] = {}
-        for package in sorted(set(self.options.models.values())):
-            try:
-                versions[package] = version(package)
-            except PackageNotFoundError:
-                versions[package] = None
-        return {"model_versions": versions}
+    def library_names(self) -> tuple[str, ...]:
+        """spaCy and the configured model packages: a new model release changes the entities."""
+        return (*self.libraries, *self.options.models.values())
 
     def summarize(self, docs: list[Document]) -> list[dict[str, Any]]:
         """NER spans `[start, end, label, text]` per document, offsets into `doc.text`."""

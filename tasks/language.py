@@ -86,6 +86,7 @@ class LanguageTagger(DocumentStep):
 
     name: ClassVar[str] = "language"
     version: ClassVar[str] = "1"
+    libraries: ClassVar[tuple[str, ...]] = ("langdetect", "py3langid")
 
     class Options(StepOptions):
         min_chars: int = Field(
@@ -120,6 +121,10 @@ class LanguageTagger(DocumentStep):
         self._factory: DetectorFactory | None = None
         self._identifier: Any = None
         self._lock = threading.Lock()
+
+    def library_names(self) -> tuple[str, ...]:
+        """Only the backend in use: upgrading the other one changes nothing here."""
+        return (self.options.backend,)
 
     @property
     def _ready(self) -> bool:

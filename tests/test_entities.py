@@ -251,4 +251,4 @@ def test_threads_share_the_model_safely(step: EntityExtractor) -> None:
 
 
 def test_fingerprint_includes_model_version(step: EntityExtractor) -> None:
-    assert step.fingerprint_extra() == {"model_versions": {MODEL: "3.8.0"}}
+    assert step.library_versions()[MODEL] == "3.8.0"
