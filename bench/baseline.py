@@ -1,7 +1,7 @@
 """The plain script a user could write instead of textmill: same files, same libraries, one process.
 
 No orchestration, no cache, no retries, no plugins: read every file, extract text (bs4 + lxml for
-HTML, markdown-it for Markdown), normalise whitespace, drop lines repeated on a page, cluster with datasketch MinHash + LSH using
+HTML, markdown-it for Markdown), normalise whitespace, keep one copy of lines repeated on a page, cluster with datasketch MinHash + LSH using
 textmill's default parameters, tag languages with langdetect, run spaCy `nlp.pipe` with the NER
 components, write one JSON Lines file. `bench.speed` times it as the yardstick and checks that
 textmill's results agree with it, so the comparison is between two programs doing the same work.
@@ -77,7 +77,7 @@ def decode(data: bytes) -> str:
 
 
 def clean(raw: str, fmt: str) -> str:
-    """Visible text of HTML/Markdown, NFC, one space between words, no repeated lines, one blank line at most."""
+    """Visible text of HTML/Markdown, NFC, one space between words, one copy of repeated lines, one blank line at most."""
     if fmt == "markdown":
         raw, fmt = MarkdownIt("commonmark").render(raw), "html"
     if fmt == "html":
@@ -87,9 +87,18 @@ def clean(raw: str, fmt: str) -> str:
         raw = soup.get_text("\n")
     text = unicodedata.normalize("NFC", raw.replace("\r\n", "\n").replace("\r", "\n"))
     lines = [" ".join(line.split()) for line in text.split("\n")]
-    # A line repeated three times or more in one page is furniture ("Share this", a sidebar title).
+    # A line repeated three times or more in one page is furniture ("Share this", a sidebar title):
+    # its first copy stays, as a refrain or a table row may be repeated too.
     counts = Counter(line for line in lines if len(line) >= 12)
-    lines = [line for line in lines if counts.get(line, 0) < 3]
+    seen: set[str] = set()
+    kept = []
+    for line in lines:
+        if counts.get(line, 0) >= 3:
+            if line in seen:
+                continue
+            seen.add(line)
+        kept.append(line)
+    lines = kept
     return re.sub(r"\n{3,}", "\n\n", "\n".join(lines)).strip("\n")
 
 
