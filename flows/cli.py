@@ -241,6 +241,9 @@ def print_summary(manifest: dict[str, Any], out: Path) -> None:
     totals.add_row("duplicates", f"{counts.get('duplicate', 0)}" + (f" (in {clusters} cluster{'s' if clusters > 1 else ''})" if clusters else ""))
     rejected = ", ".join(f"{k}: {v}" for k, v in manifest["rejected"].items())
     totals.add_row("rejected", f"{counts.get('rejected', 0)}" + (f" ({rejected})" if rejected else ""))
+    encodings = manifest.get("encodings", {})
+    if encodings.get("non_utf8") or encodings.get("uncertain"):
+        totals.add_row("not UTF-8", f"{encodings['non_utf8']} decoded from another encoding, {encodings['uncertain']} uncertain")
     totals.add_row("languages", ", ".join(f"{k} {v}" for k, v in manifest["languages"].items()) or "-")
     totals.add_row(
         "top entities", ", ".join(f"{e['name']} ({e['label']}) {e['count']}" for e in manifest["top_entities"][:8]) or "-"

@@ -12,9 +12,10 @@ from importlib.resources import files
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from textmill.tasks.base import ConfigError, SinkStep, Step
+from textmill.tasks.encoding import codec_name
 from textmill.tasks.registry import build_step, load_registry
 
 DEFAULT_CONFIG = Path("config") / "pipeline.toml"
@@ -30,6 +31,19 @@ class PipelineSection(Section):
 
 class InputSection(Section):
     max_bytes: int = Field(10_000_000, gt=0, description="Larger files are rejected, not read.")
+    encodings: list[str] = Field(
+        default_factory=list,
+        description="Encodings to try, in order, for files that are not UTF-8 and declare none "
+        "(e.g. [\"cp1251\", \"koi8-r\"]); empty: detect among common code pages.",
+    )
+
+    @field_validator("encodings")
+    @classmethod
+    def known_codecs(cls, names: list[str]) -> list[str]:
+        unknown = [name for name in names if codec_name(name) is None]
+        if unknown:
+            raise ValueError(f"unknown encoding {', '.join(map(repr, unknown))} (use Python codec names such as cp1252, koi8-r)")
+        return names
 
 
 class RunSection(Section):

@@ -28,7 +28,7 @@ from prefect.task_runners import ThreadPoolTaskRunner
 from prefect.tasks import exponential_backoff
 
 from textmill.flows import shard
-from textmill.flows.config import PipelineConfig, RunSection, StepSpec, load_config, publish_to_postgres
+from textmill.flows.config import InputSection, PipelineConfig, RunSection, StepSpec, load_config, publish_to_postgres
 from textmill.flows.keys import digest, digest_lines, shard_count, shard_of
 from textmill.flows.progress import listener
 from textmill.flows.report import StageStats, build_manifest, steps_table, summary_markdown, write_manifest
@@ -36,7 +36,7 @@ from textmill.flows.retry import retry_transient
 from textmill.flows.runners import default_workers, tag_steps
 from textmill.flows.shard import DocRef, Paths, ShardResult
 from textmill.tasks.base import RunInfo
-from textmill.tasks.read import READER_VERSION, SourceFile, discover
+from textmill.tasks.read import SourceFile, discover
 
 
 def cache_key(context: TaskRunContext, parameters: dict[str, Any]) -> str:
@@ -68,9 +68,9 @@ def discover_sources(corpus: str, out: str) -> list[SourceFile]:
 
 
 @task(name="read")
-def read_task(paths: Paths, shard_no: int, sources: list[SourceFile], max_bytes: int, reader: str) -> ShardResult:
-    """Read one shard's files into raw documents (`reader`, the reader's version, keys the cache)."""
-    return log_shard("read", shard_no, shard.read_shard(paths, sources, max_bytes))
+def read_task(paths: Paths, shard_no: int, sources: list[SourceFile], settings: InputSection, reader: str) -> ShardResult:
+    """Read one shard's files into raw documents (`reader`, the reader's fingerprint, keys the cache)."""
+    return log_shard("read", shard_no, shard.read_shard(paths, sources, settings))
 
 
 @task(name="document-step")
@@ -235,7 +235,7 @@ def textmill(corpus: str, out: str = "out", config: str | None = None, publish: 
     read = runner.configure(read_task, "read-{shard_no}", "read")
     results = runner.map_shards(
         "read",
-        lambda n: read.submit(paths, n, members[n], cfg.input.max_bytes, READER_VERSION),
+        lambda n: read.submit(paths, n, members[n], cfg.input, shard.READ_FINGERPRINT),
         shards,
         {n: len(members[n]) for n in shards},
     )

@@ -44,6 +44,8 @@ class CorpusStats:
     top_entities: list[tuple[str, str, int]] = field(default_factory=list)
     clusters: int = 0
     largest_clusters: list[tuple[str, int]] = field(default_factory=list)
+    non_utf8: int = 0
+    encoding_uncertain: int = 0
 
 
 class StatsCollector:
@@ -51,6 +53,7 @@ class StatsCollector:
 
     def __init__(self) -> None:
         self.documents = self.entities = 0
+        self.non_utf8 = self.encoding_uncertain = 0
         self.statuses: Counter[str] = Counter()
         self.rejected: Counter[str] = Counter()
         self.languages: Counter[str] = Counter()
@@ -72,6 +75,8 @@ class StatsCollector:
             self.languages[doc.lang or "none"] += 1
         if doc.duplicate_of:
             self.duplicates_of[doc.duplicate_of] += 1
+        self.non_utf8 += "encoding" in doc.meta
+        self.encoding_uncertain += bool(doc.meta.get("encoding_uncertain"))
         self.entities += len(doc.entities)
         for ent in doc.entities:
             if ent.label not in UNNAMED_LABELS:
@@ -91,6 +96,8 @@ class StatsCollector:
                 (canonical, 1 + count)
                 for canonical, count in sorted(self.duplicates_of.items(), key=lambda kv: (-kv[1], kv[0]))[:TOP_CLUSTERS]
             ],
+            non_utf8=self.non_utf8,
+            encoding_uncertain=self.encoding_uncertain,
         )
 
 
@@ -130,6 +137,8 @@ def build_manifest(
         "top_entities": [{"name": n, "label": l, "count": c} for n, l, c in stats.top_entities],
         "clusters": stats.clusters,
         "largest_clusters": [{"canonical": c, "documents": n} for c, n in stats.largest_clusters],
+        # Documents decoded from another encoding than UTF-8, and those whose encoding was a guess.
+        "encodings": {"non_utf8": stats.non_utf8, "uncertain": stats.encoding_uncertain},
         "step_versions": step_versions,
         "read": asdict(read),
         "steps": {name: asdict(s) for name, s in stages.items() if name != "read"},

@@ -13,17 +13,19 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
-from textmill.flows.config import StepSpec
+from textmill.flows.config import InputSection, StepSpec
 from textmill.flows.keys import chain, digest, digest_lines
 from textmill.flows.report import CorpusStats, StatsCollector
 from textmill.flows.store import Store, read_jsonl_gz, write_jsonl_gz
 from textmill.tasks.atomic import sha256_file, write_atomic
 from textmill.tasks.base import CorpusStep, DocumentStep, RunInfo, SinkStep, Step
+from textmill.tasks.encoding import DETECTOR, DETECTOR_VERSION
 from textmill.tasks.read import READER_VERSION, SourceFile, read_source
 from textmill.tasks.registry import build_step, load_registry
 
 BATCH = 64
-READ_FINGERPRINT = f"read-v{READER_VERSION}"
+# A new encoding detector may decode the same bytes differently, so its version keys the cache too.
+READ_FINGERPRINT = f"read-v{READER_VERSION}-{DETECTOR}-{DETECTOR_VERSION}"
 
 _steps: dict[str, Step] = {}
 _steps_lock = threading.Lock()
@@ -97,23 +99,24 @@ def batched(items: list[T], size: int = BATCH) -> Iterator[list[T]]:
         yield items[start : start + size]
 
 
-def read_shard(paths: Paths, sources: list[SourceFile], max_bytes: int) -> ShardResult:
+def read_shard(paths: Paths, sources: list[SourceFile], settings: InputSection) -> ShardResult:
     """Read source files into raw documents, stored under `k_0` = their raw sha256.
 
-    A file already read in an earlier run (same bytes, same reader, same limits) is not read
+    A file already read in an earlier run (same bytes, same reader, same `[input]`) is not read
     again: its list of documents is cached under the file's own hash. A raw document's key
     digests everything the reader decided (text, meta, status), not only the bytes.
     """
     store = paths.store
     result = ShardResult(refs=[])
+    max_bytes, encodings = settings.max_bytes, tuple(settings.encodings)
     for src in sources:
-        listing_key = chain(src.sha256, READ_FINGERPRINT, f"{src.id}\0{max_bytes}\0{src.error}")
+        listing_key = chain(src.sha256, READ_FINGERPRINT, f"{src.id}\0{max_bytes}\0{','.join(encodings)}\0{src.error}")
         if store.has("listings", listing_key):
             refs = [DocRef(*row) for row in store.get("listings", listing_key)]
             result.cached += len(refs)
         else:
             refs = []
-            for doc in read_source(Path(paths.corpus), src, max_bytes):
+            for doc in read_source(Path(paths.corpus), src, max_bytes, encodings):
                 key = chain(doc.sha256, READ_FINGERPRINT, digest(doc.to_dict()))
                 store.put_doc(key, doc)
                 refs.append(DocRef(doc.id, key, doc.status))

@@ -9,15 +9,15 @@ import gzip
 import hashlib
 import json
 import os
+import re
 import zlib
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from charset_normalizer import from_bytes
-
 from textmill.tasks.atomic import sha256_file
 from textmill.tasks.document import Document
+from textmill.tasks.encoding import Decoded, decode
 
 FORMATS = {
     ".txt": "text",
@@ -28,9 +28,10 @@ FORMATS = {
     ".htm": "html",
     ".jsonl": "jsonl",
 }
-BINARY_SNIFF_BYTES = 8192
-# Bump when a change to this module changes the Documents it produces for the same bytes.
-READER_VERSION = "2"
+LINE_BREAK = re.compile(r"\r\n|\r|\n")
+# Bump when a change to this module (or tasks/encoding.py) changes the Documents it produces
+# for the same bytes.
+READER_VERSION = "3"
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,11 +81,12 @@ def format_of(source_id: str) -> tuple[str | None, bool]:
     return FORMATS.get(suffix), compressed
 
 
-def read_source(root: Path, src: SourceFile, max_bytes: int) -> list[Document]:
+def read_source(root: Path, src: SourceFile, max_bytes: int, encodings: Sequence[str] = ()) -> list[Document]:
     """Read one file into raw Documents (one per file, or one per line of a JSON Lines file).
 
     `max_bytes` limits the bytes read, after decompression for `.gz` files, so a small
-    compressed file cannot expand into an unbounded amount of memory.
+    compressed file cannot expand into an unbounded amount of memory. `encodings`, when
+    given, replaces detection for files that are not UTF-8 (`[input] encodings`).
     """
     fmt, compressed = format_of(src.id)
     base = Document(id=src.id, path=src.id, sha256=src.sha256, meta={"format": fmt or "unknown"})
@@ -105,15 +107,23 @@ def read_source(root: Path, src: SourceFile, max_bytes: int) -> list[Document]:
         return [base.reject(f"file too large: more than max_bytes={max_bytes} bytes after decompression")]
     if not data.strip():
         return [base.reject("empty file")]
+    # JSON Lines: a NUL is invalid JSON in one line, not a reason to reject the whole file.
+    decoded = decode(data, encodings, markup=fmt == "html", nul_is_binary=fmt != "jsonl")
+    if decoded.problem:
+        return [base.reject(decoded.problem)]
     if fmt == "jsonl":
-        return read_jsonl(base, data)
-    text, encoding, problem = decode(data)
-    if problem:
-        return [base.reject(problem)]
-    meta = dict(base.meta)
-    if encoding != "utf-8":
-        meta["encoding"] = encoding
-    return [base.evolve(text=text, meta=meta)]
+        return read_jsonl(base, decoded)
+    return [base.evolve(text=decoded.text, meta={**base.meta, **encoding_meta(decoded)})]
+
+
+def encoding_meta(decoded: Decoded) -> dict[str, object]:
+    """`encoding` for text that was not UTF-8, `encoding_uncertain` when that was a weak guess."""
+    meta: dict[str, object] = {}
+    if decoded.encoding != "utf-8":
+        meta["encoding"] = decoded.encoding
+    if decoded.uncertain:
+        meta["encoding_uncertain"] = True
+    return meta
 
 
 def read_limited(path: Path, compressed: bool, max_bytes: int) -> bytes | None:
@@ -124,46 +134,36 @@ def read_limited(path: Path, compressed: bool, max_bytes: int) -> bytes | None:
     return None if len(data) > max_bytes else data
 
 
-def decode(data: bytes) -> tuple[str, str, str | None]:
-    """Decode bytes as UTF-8, else the encoding a detector finds; return (text, encoding, problem)."""
-    if b"\x00" in data[:BINARY_SNIFF_BYTES]:
-        return "", "", "binary content: NUL bytes, not text"
-    try:
-        return data.decode("utf-8-sig"), "utf-8", None
-    except UnicodeDecodeError:
-        pass
-    best = from_bytes(data).best()
-    if best is None or best.encoding is None:
-        return "", "", "undecodable text: not UTF-8 and no other encoding fits"
-    text = str(best)
-    printable = sum(ch.isprintable() or ch.isspace() for ch in text)
-    if printable < 0.95 * len(text):
-        return "", "", f"undecodable text: decoding as {best.encoding} gives mostly unprintable characters"
-    return text, best.encoding, None
+def read_jsonl(base: Document, decoded: Decoded) -> list[Document]:
+    """One Document per line: `text` required, `id`, `meta` and `format` optional.
 
-
-def read_jsonl(base: Document, data: bytes) -> list[Document]:
-    """One Document per line: `text` required, `id`, `meta` and `format` optional."""
+    The file was decoded once, as a whole, so every line gets the same encoding; a line's
+    `sha256` is that of its text in UTF-8.
+    """
     docs = []
-    for number, raw_line in enumerate(data.splitlines(), start=1):
+    shared = encoding_meta(decoded)
+    for number, line in enumerate(lines_of(decoded.text), start=1):
         line_doc = base.evolve(
             id=f"{base.id}#{number}",
-            sha256=hashlib.sha256(raw_line).hexdigest(),
-            meta={"format": "text", "line": number},
+            sha256=hashlib.sha256(line.encode("utf-8")).hexdigest(),
+            meta={"format": "text", "line": number, **shared},
         )
-        docs.append(parse_jsonl_line(line_doc, raw_line))
+        docs.append(parse_jsonl_line(line_doc, line))
     return docs
 
 
-def parse_jsonl_line(doc: Document, raw_line: bytes) -> Document:
+def lines_of(text: str) -> list[str]:
+    """Lines split at \\n, \\r\\n or \\r only: JSON strings may hold U+2028 and other breaks."""
+    lines = LINE_BREAK.split(text)
+    return lines[:-1] if lines and lines[-1] == "" else lines
+
+
+def parse_jsonl_line(doc: Document, line: str) -> Document:
     """Validate one JSON Lines record; a bad line is rejected, not fatal to the file."""
-    if not raw_line.strip():
+    if not line.strip():
         return doc.reject("empty line")
-    text, _, problem = decode(raw_line)
-    if problem:
-        return doc.reject(problem)
     try:
-        record = json.loads(text)
+        record = json.loads(line)
     except json.JSONDecodeError as exc:
         return doc.reject(f"invalid JSON: {exc.msg} at column {exc.colno}")
     except (ValueError, RecursionError) as exc:
