@@ -138,18 +138,26 @@ def read_jsonl(base: Document, decoded: Decoded) -> list[Document]:
     """One Document per line: `text` required, `id`, `meta` and `format` optional.
 
     The file was decoded once, as a whole, so every line gets the same encoding; a line's
-    `sha256` is that of its text in UTF-8.
+    `sha256` is that of its bytes in the file.
     """
     docs = []
     shared = encoding_meta(decoded)
     for number, line in enumerate(lines_of(decoded.text), start=1):
         line_doc = base.evolve(
             id=f"{base.id}#{number}",
-            sha256=hashlib.sha256(line.encode("utf-8")).hexdigest(),
+            sha256=hashlib.sha256(raw_bytes(line, decoded.encoding)).hexdigest(),
             meta={"format": "text", "line": number, **shared},
         )
         docs.append(parse_jsonl_line(line_doc, line))
     return docs
+
+
+def raw_bytes(line: str, encoding: str) -> bytes:
+    """A line's bytes as they were in the file: a strict decode encodes back to the same bytes."""
+    try:
+        return line.encode(encoding)
+    except (UnicodeEncodeError, LookupError):
+        return line.encode("utf-8")
 
 
 def lines_of(text: str) -> list[str]:
