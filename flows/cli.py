@@ -142,18 +142,24 @@ def serve(
 @app.command()
 def search(
     out: Path = typer.Argument(..., help="Output folder of a run (holds textmill.sqlite)."),
-    query: str = typer.Argument(..., help='FTS5 query: words, "a phrase", OR, NOT, prefix*.'),
+    query: str = typer.Argument(..., help='FTS5 query: words, "a phrase", OR, a NOT b, prefix*.'),
     lang: Optional[str] = typer.Option(None, "--lang", help="Only documents in this language (e.g. en)."),
     entity: Optional[str] = typer.Option(None, "--entity", help='Only documents naming this entity (e.g. "Vladimir Putin").'),
     limit: int = typer.Option(10, "--limit", min=1, help="Most hits to print."),
     duplicates: bool = typer.Option(False, "--duplicates", help="Also search duplicate and rejected records."),
 ) -> None:
-    """Search a run's published corpus; prints ranked hits with snippets."""
-    from textmill.tasks.search import HIGHLIGHT, SearchError
+    """Search a run's published corpus; prints ranked hits with snippets.
+
+    Relevance is BM25 as a percentage of the best hit's score in the list (the best is 100).
+    """
+    from textmill.tasks.search import HIGHLIGHT, SearchError, parse_query
     from textmill.tasks.search import search as run_search
 
     try:
-        hits = run_search(out / "textmill.sqlite", query, lang=lang, entity=entity, limit=limit, include_duplicates=duplicates)
+        parsed = parse_query(query)
+        if parsed.note:
+            console.print(f"[yellow]note:[/] {escape(parsed.note)}", soft_wrap=True)
+        hits = run_search(out / "textmill.sqlite", parsed, lang=lang, entity=entity, limit=limit, include_duplicates=duplicates)
     except SearchError as exc:
         fail(str(exc), code=2)
     out_console = Console(highlight=False)
@@ -162,7 +168,7 @@ def search(
         raise typer.Exit(1)
     for rank, hit in enumerate(hits, 1):
         snippet = escape(hit.snippet).replace(HIGHLIGHT[0], "[bold yellow]").replace(HIGHLIGHT[1], "[/]")
-        out_console.print(f"[bold]{rank}. {escape(hit.id)}[/]  [dim]{hit.lang or 'und'} · relevance {-hit.score:.3g}[/]")
+        out_console.print(f"[bold]{rank}. {escape(hit.id)}[/]  [dim]{hit.lang or 'und'} · relevance {hit.relevance}[/]")
         out_console.print(f"   {snippet}")
 
 

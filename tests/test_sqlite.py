@@ -17,7 +17,7 @@ from flowkit import run_flow
 from textmill.tasks.base import RunInfo
 from textmill.tasks.document import Document, Entity
 from textmill.tasks.publish import Publisher, PublishOptions
-from textmill.tasks.search import HIGHLIGHT, SearchError, search
+from textmill.tasks.search import HIGHLIGHT, Query, SearchError, parse_query, search
 
 
 @pytest.fixture(scope="module")
@@ -112,6 +112,50 @@ def test_search_errors_are_clear(tmp_path: Path) -> None:
     (tmp_path / "bad.sqlite").write_bytes(b"not a database at all" * 100)
     with pytest.raises(SearchError, match="not a searchable textmill database"):
         search(tmp_path / "bad.sqlite", "text")
+
+
+def test_queries_keep_their_meaning_or_say_how_they_were_read() -> None:
+    assert parse_query('"interest rates" OR zepp*') == Query('"interest rates" OR zepp*')
+    assert parse_query('"interest rates" AND NOT bank') == Query(
+        '"interest rates" NOT bank',
+        "`AND NOT` read as FTS5's `NOT` (all of the left side, none of the right): \"interest rates\" NOT bank",
+    )
+    assert parse_query('Kremlin "drones') == Query(
+        '"Kremlin" "drones"',
+        'not valid FTS5 (unterminated string); searched for documents containing all of: "Kremlin" "drones"',
+    )
+    for inverted in ("NOT bank", "rates -bank", "rates AND"):
+        with pytest.raises(SearchError, match=r"not a valid FTS5 query .*binary: `a NOT b`"):
+            parse_query(inverted)
+
+
+def test_and_not_excludes_and_relevance_is_a_percentage_of_the_best(tmp_path: Path) -> None:
+    publish_sqlite(
+        tmp_path,
+        [
+            doc("a", "Interest rates rose again, the central bank said. Interest rates interest rates."),
+            doc("b", "Interest rates fell in the spring and savers noticed the change in interest rates."),
+            doc("c", "A long report on interest rates, inflation, wages, housing, exports and the budget of the year."),
+        ],
+    )
+    db = tmp_path / "textmill.sqlite"
+    assert [h.id for h in search(db, '"interest rates" AND NOT bank')] == ["b", "c"]
+    hits = search(db, '"interest rates"')
+    assert [h.id for h in hits] == ["a", "b", "c"]
+    assert [h.relevance for h in hits] == [round(100 * h.score / hits[0].score) for h in hits]
+    assert hits[0].relevance == 100 and 0 < hits[-1].relevance < hits[0].relevance
+
+    cli = [sys.executable, "-m", "textmill.flows.cli", "search", str(tmp_path)]
+    found = subprocess.run([*cli, '"interest rates" AND NOT bank'], capture_output=True, text=True, cwd=REPO)
+    assert found.returncode == 0, found.stderr
+    assert found.stderr == (
+        "note: `AND NOT` read as FTS5's `NOT` (all of the left side, none of the right): \"interest rates\" NOT bank\n"
+    )
+    ranks = [line for line in found.stdout.splitlines() if line[:1].isdigit()]
+    second = search(db, parse_query('"interest rates" AND NOT bank'))[1].relevance
+    assert ranks == ["1. b  en · relevance 100", f"2. c  en · relevance {second}"]
+    refused = subprocess.run([*cli, "NOT bank"], capture_output=True, text=True, cwd=REPO)
+    assert refused.returncode == 2 and "not a valid FTS5 query" in refused.stderr and refused.stdout == ""
 
 
 def test_runs_table_grows_only_when_the_content_changes(tmp_path: Path) -> None:
