@@ -174,6 +174,9 @@ def summary_markdown(manifest: dict[str, Any]) -> str:
         )
     if manifest["rejected"]:
         lines += ["", "Rejected: " + ", ".join(f"{k} ({v})" for k, v in manifest["rejected"].items())]
+    encodings = manifest.get("encodings", {})
+    if encodings.get("non_utf8") or encodings.get("uncertain"):
+        lines += ["", f"Not UTF-8: {encodings['non_utf8']} documents decoded from another encoding, {encodings['uncertain']} uncertain."]
     if manifest["languages"]:
         lines += ["", "Languages: " + ", ".join(f"{k} {v}" for k, v in manifest["languages"].items())]
     if manifest["top_entities"]:

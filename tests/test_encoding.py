@@ -214,6 +214,24 @@ def test_unknown_configured_encoding_is_a_config_error(tmp_path: Path) -> None:
         load_config(config)
 
 
+def test_summary_counts_documents_not_in_utf8(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    from textmill.flows.cli import print_summary
+    from textmill.flows.report import StatsCollector, build_manifest, summary_markdown
+
+    collector = StatsCollector()
+    for meta in ({"encoding": "cp1252"}, {"encoding": "koi8-r", "encoding_uncertain": True}, {}):
+        collector.add(Document(id="x", path="x", sha256="0", text="t", meta=meta))
+    manifest = build_manifest(
+        run_id="r", run_name="n", corpus="c", config_path="p", config_digest="d", files=3, step_versions={},
+        stages={}, stats=collector.result(), outputs=[],
+    )
+    assert manifest["encodings"] == {"non_utf8": 2, "uncertain": 1}
+    assert "Not UTF-8: 2 documents decoded from another encoding, 1 uncertain." in summary_markdown(manifest)
+    print_summary(manifest, tmp_path)
+    rows = [line for line in capsys.readouterr().out.splitlines() if "not UTF-8" in line]
+    assert [" ".join(row.strip("│ ").split()) for row in rows] == ["not UTF-8 │ 2 decoded from another encoding, 1 uncertain"]
+
+
 @pytest.mark.slow
 def test_flow_publishes_exact_text_and_counts_encodings(prefect_server: None, tmp_path: Path) -> None:
     corpus = tmp_path / "corpus"
