@@ -23,6 +23,22 @@ WORKERS_OPTION = typer.Option(
     None, "--workers", min=1, help="Shard tasks at once: threads, or local Dask worker processes [default: \\[run] workers]."
 )
 
+def corpus_path(value: str) -> Path:
+    """The corpus argument; empty (an unset shell variable) fails in one line instead of meaning `.`."""
+    return non_empty_path(value, "the corpus path is empty; give the folder to process")
+
+
+def out_path(value: str) -> Path:
+    """The --out option; empty fails in one line instead of writing into the working folder."""
+    return non_empty_path(value, "the output path (--out) is empty; give the output folder")
+
+
+def non_empty_path(value: str | Path, problem: str) -> Path:
+    if not str(value).strip():
+        fail(problem, code=2)
+    return Path(value)
+
+
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Turn a folder of raw documents into a clean corpus.")
 console = Console(stderr=True)
 
@@ -56,8 +72,8 @@ class RichProgress:
 
 @app.command()
 def run(
-    corpus: Path = typer.Argument(..., help="Folder of .txt, .md, .html/.htm and .jsonl files (searched recursively)."),
-    out: Path = typer.Option(Path("out"), "--out", help="Output folder (also holds the cache, in .textmill/)."),
+    corpus: Path = typer.Argument(..., parser=corpus_path, help="Folder of .txt, .md, .html/.htm and .jsonl files (searched recursively)."),
+    out: Path = typer.Option(Path("out"), "--out", parser=out_path, help="Output folder (also holds the cache, in .textmill/)."),
     config: Optional[Path] = typer.Option(None, "--config", help="Pipeline config [default: config/pipeline.toml]."),
     publish: Optional[str] = typer.Option(
         None,
@@ -81,7 +97,7 @@ def run(
     from textmill.flows.progress import set_listener
     from textmill.flows.runners import ensure_api_server
 
-    cfg = checked_config(config, corpus)
+    cfg = checked_config(config, corpus, out)
     if publish:
         publish = postgres_dsn_without_password(publish)
         try:
@@ -105,8 +121,8 @@ def run(
 
 @app.command()
 def serve(
-    corpus: Path = typer.Argument(..., help="Folder to process on every scheduled run."),
-    out: Path = typer.Option(Path("out"), "--out", help="Output folder (also holds the cache, so runs are incremental)."),
+    corpus: Path = typer.Argument(..., parser=corpus_path, help="Folder to process on every scheduled run."),
+    out: Path = typer.Option(Path("out"), "--out", parser=out_path, help="Output folder (also holds the cache, so runs are incremental)."),
     config: Optional[Path] = typer.Option(None, "--config", help="Pipeline config [default: config/pipeline.toml]."),
     cron: Optional[str] = typer.Option(None, "--cron", help='Cron schedule, e.g. "0 * * * *" (hourly).'),
     interval: Optional[int] = typer.Option(None, "--interval", min=1, help="Run every SECONDS instead of a cron schedule."),
@@ -127,7 +143,7 @@ def serve(
 
     if (cron is None) == (interval is None):
         fail("give exactly one of --cron and --interval", code=2)
-    cfg = checked_config(config, corpus)
+    cfg = checked_config(config, corpus, out)
     _, task_runner = chosen_task_runner(cfg, runner, dask_address, workers)
     textmill.with_options(task_runner=task_runner).serve(
         name=name or f"textmill-{corpus.resolve().name}",
@@ -189,17 +205,15 @@ def steps() -> None:
         Console().print(table)
 
 
-def checked_config(config: Path | None, corpus: Path) -> Any:
-    """The validated pipeline config, after checking the corpus folder; exit 2 on either problem."""
-    from textmill.flows.config import load_config
+def checked_config(config: Path | None, corpus: Path, out: Path) -> Any:
+    """The validated pipeline config, after checking the corpus and output paths; exit 2 on a problem."""
+    from textmill.flows.config import check_run_paths, load_config
 
     try:
-        cfg = load_config(config)
+        check_run_paths(str(corpus), str(out))
+        return load_config(config)
     except ConfigError as exc:
         fail(str(exc), code=2)
-    if not corpus.is_dir():
-        fail(f"corpus folder not found: {corpus}", code=2)
-    return cfg
 
 
 def chosen_task_runner(cfg: Any, runner: str | None, dask_address: str | None, workers: int | None) -> tuple[str, Any]:
@@ -233,6 +247,17 @@ def postgres_dsn_without_password(dsn: str) -> str:
     return bare
 
 
+def skipped_summary(manifest: dict[str, Any]) -> str:
+    """What discovery passed over on purpose: output folders inside the corpus, links to files read anyway."""
+    parts = []
+    folders = manifest.get("skipped_output_folders") or []
+    if folders:
+        parts.append(f"output folder{'s' if len(folders) > 1 else ''} {', '.join(folders)}")
+    if manifest.get("skipped_links"):
+        parts.append(f"{manifest['skipped_links']} link(s) to files read under their own path")
+    return "; ".join(parts)
+
+
 def print_summary(manifest: dict[str, Any], out: Path) -> None:
     """The end-of-run table: what went in, what came out, where time and cache went."""
     out_console = Console()
@@ -241,6 +266,8 @@ def print_summary(manifest: dict[str, Any], out: Path) -> None:
     totals.add_column("what")
     totals.add_column("value")
     totals.add_row("files in", str(manifest["files"]))
+    if manifest.get("skipped_output_folders") or manifest.get("skipped_links"):
+        totals.add_row("not read", skipped_summary(manifest))
     totals.add_row("documents", str(manifest["documents"]))
     totals.add_row("ok", str(counts.get("ok", 0)))
     clusters = manifest.get("clusters", 0)

@@ -60,6 +60,10 @@ class RunSection(Section):
     retries: int = Field(3, ge=0, description="Retries of a task after a transient failure.")
     retry_delay_seconds: float = Field(1.0, ge=0, description="First retry delay; doubles each retry.")
     retry_jitter_factor: float = Field(0.5, ge=0, description="Random spread added to each delay.")
+    lock_timeout: float = Field(
+        0, ge=0,
+        description="Seconds to wait for another run on the same output folder to finish (0: fail at once).",
+    )
 
 
 class ConfigFile(Section):
@@ -132,6 +136,28 @@ def load_config(path: str | Path | None = None) -> PipelineConfig:
         run=parsed.run,
         steps=tuple(spec_of(step) for step in steps),
     )
+
+
+def check_run_paths(corpus: str, out: str) -> tuple[Path, Path]:
+    """The corpus and output folders, resolved; ConfigError for a path that would make a run wrong.
+
+    An empty path (an unset variable in a deployment) would otherwise mean the working folder;
+    an output folder that is, or contains, the corpus would be read back as input.
+    """
+    if not str(corpus).strip():
+        raise ConfigError("the corpus path is empty; give the folder to process (prefect.yaml: TEXTMILL_CORPUS)")
+    if not str(out).strip():
+        raise ConfigError("the output path is empty; give the output folder (prefect.yaml: TEXTMILL_OUT)")
+    corpus_dir, out_dir = Path(corpus).resolve(), Path(out).resolve()
+    if not corpus_dir.is_dir():
+        raise ConfigError(f"corpus folder not found: {corpus}")
+    if out_dir.exists() and not out_dir.is_dir():
+        raise ConfigError(f"the output folder {out} is a file")
+    if out_dir == corpus_dir:
+        raise ConfigError(f"the output folder {out} is the corpus itself; choose a folder outside the corpus")
+    if corpus_dir.is_relative_to(out_dir):
+        raise ConfigError(f"the corpus {corpus} lies inside the output folder {out}; choose a folder outside the corpus")
+    return corpus_dir, out_dir
 
 
 def publish_to_postgres(cfg: PipelineConfig, dsn: str) -> PipelineConfig:

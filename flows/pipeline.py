@@ -28,15 +28,24 @@ from prefect.task_runners import ThreadPoolTaskRunner
 from prefect.tasks import exponential_backoff
 
 from textmill.flows import shard
-from textmill.flows.config import InputSection, PipelineConfig, RunSection, StepSpec, load_config, publish_to_postgres
+from textmill.flows.config import (
+    InputSection,
+    PipelineConfig,
+    RunSection,
+    StepSpec,
+    check_run_paths,
+    load_config,
+    publish_to_postgres,
+)
 from textmill.flows.keys import digest, digest_lines, shard_count, shard_of
+from textmill.flows.lock import output_folder_lock
 from textmill.flows.progress import listener
 from textmill.flows.report import StageStats, build_manifest, steps_table, summary_markdown, write_manifest
 from textmill.flows.retry import retry_transient
 from textmill.flows.runners import default_workers, tag_steps
 from textmill.flows.shard import DocRef, Paths, ShardResult
 from textmill.tasks.base import RunInfo
-from textmill.tasks.read import SourceFile, discover
+from textmill.tasks.read import DiscoveryReport, SourceFile, discover
 
 
 def cache_key(context: TaskRunContext, parameters: dict[str, Any]) -> str:
@@ -59,12 +68,19 @@ def cache_key(context: TaskRunContext, parameters: dict[str, Any]) -> str:
 
 
 @task(name="discover", retries=2, retry_delay_seconds=1, retry_condition_fn=retry_transient)
-def discover_sources(corpus: str, out: str) -> list[SourceFile]:
-    """Find and hash every input file."""
+def discover_sources(corpus: str, out: str) -> tuple[list[SourceFile], DiscoveryReport]:
+    """Find and hash every input file; the report says which folders and links were passed over."""
     root = Path(corpus)
     if not root.is_dir():
         raise NotADirectoryError(f"corpus folder not found: {corpus}")
-    return list(discover(root, exclude=Path(out)))
+    report = DiscoveryReport()
+    sources = list(discover(root, exclude=Path(out), report=report))
+    logger = get_run_logger()
+    for folder in report.output_folders:
+        logger.warning("skipped %s: a textmill output folder (it holds .textmill/), never read as input", folder)
+    if report.aliases:
+        logger.info("%s links to files or folders read under their own path", report.aliases)
+    return sources, report
 
 
 @task(name="read")
@@ -215,15 +231,26 @@ class Runner:
 @flow(name="textmill", flow_run_name=run_name, task_runner=ThreadPoolTaskRunner(max_workers=default_workers("threads")))
 def textmill(corpus: str, out: str = "out", config: str | None = None, publish: str | None = None) -> dict[str, Any]:
     """Run the configured pipeline over `corpus`, publishing into `out` (and, when `publish` is a
-    PostgreSQL DSN without a password, into that database too); returns the manifest."""
-    logger = get_run_logger()
+    PostgreSQL DSN without a password, into that database too); returns the manifest.
+
+    Paths and config are checked before any work, here as well as in the CLI, so a deployment
+    with an unset path fails instead of processing its working folder; the run holds the
+    output folder's lock throughout, so two runs never write into one output folder at once.
+    """
+    corpus_dir, out_dir = check_run_paths(corpus, out)
     cfg: PipelineConfig = load_config(config)
     if publish:
         cfg = publish_to_postgres(cfg, publish)
-    paths = Paths(corpus=str(Path(corpus).resolve()), out=str(Path(out).resolve()))
+    with output_folder_lock(out_dir, cfg.run.lock_timeout):
+        return run_pipeline(cfg, Paths(corpus=str(corpus_dir), out=str(out_dir)), corpus)
+
+
+def run_pipeline(cfg: PipelineConfig, paths: Paths, corpus: str) -> dict[str, Any]:
+    """The run itself: discover, read, each step, publish, report."""
+    logger = get_run_logger()
     runner = Runner(paths, cfg.run, {}, tag_steps=tag_steps())
 
-    sources = discover_sources(paths.corpus, paths.out)
+    sources, discovery = discover_sources(paths.corpus, paths.out)
     count = shard_count(len(sources), cfg.run.shard_size)
     members: dict[int, list[SourceFile]] = {}
     for src in sources:
@@ -277,6 +304,8 @@ def textmill(corpus: str, out: str = "out", config: str | None = None, publish: 
         stats=outcome.stats,
         outputs=[*outcome.files, "manifest.json"],
         published=outcome.changes,
+        skipped_output_folders=discovery.output_folders,
+        skipped_links=discovery.aliases,
     )
     write_manifest(Path(paths.out), manifest)
     create_markdown_artifact(key="textmill-summary", markdown=summary_markdown(manifest), description="Run summary")

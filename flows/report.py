@@ -119,6 +119,8 @@ def build_manifest(
     stats: CorpusStats,
     outputs: list[str],
     published: dict[str, dict[str, int]] | None = None,
+    skipped_output_folders: list[str] | None = None,
+    skipped_links: int = 0,
 ) -> dict[str, Any]:
     """The run record written to `manifest.json` (and returned by the flow)."""
     read = stages.get("read", StageStats())
@@ -129,6 +131,8 @@ def build_manifest(
         "config": config_path,
         "config_hash": config_digest,
         "files": files,
+        "skipped_output_folders": skipped_output_folders or [],
+        "skipped_links": skipped_links,
         "documents": stats.documents,
         "counts": stats.statuses,
         "rejected": stats.rejected,

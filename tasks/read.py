@@ -5,6 +5,7 @@ content and never drops an input silently, so counts always add up.
 """
 from __future__ import annotations
 
+import errno
 import gzip
 import hashlib
 import json
@@ -12,7 +13,7 @@ import os
 import re
 import zlib
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from textmill.tasks.atomic import sha256_file
@@ -31,12 +32,17 @@ FORMATS = {
 LINE_BREAK = re.compile(r"\r\n|\r|\n")
 # Bump when a change to this module (or tasks/encoding.py) changes the Documents it produces
 # for the same bytes.
-READER_VERSION = "3"
+READER_VERSION = "4"
+# A folder holding this is a textmill output folder (its cache), never read as input.
+OUTPUT_MARKER = ".textmill"
 
 
 @dataclass(frozen=True, slots=True)
 class SourceFile:
-    """An input file: its id is the path relative to the corpus root, stable across machines."""
+    """An input file: its id is the path relative to the corpus root, stable across machines.
+
+    `error`, when set, is the complete rejection reason: the file is not read.
+    """
 
     id: str
     sha256: str
@@ -44,33 +50,133 @@ class SourceFile:
     error: str | None = None
 
 
-def discover(root: Path, exclude: Path | None = None) -> Iterator[SourceFile]:
-    """Yield every file under `root` in a stable order, hashed.
+@dataclass
+class DiscoveryReport:
+    """What discovery passed over on purpose, so that nothing leaves the corpus unaccounted for.
 
-    Hidden directories (`.git`, `.textmill`, ...) and `exclude` (the output folder, when it
-    lies inside the corpus) are not descended into; every other file is yielded, whatever
-    its type, so that unsupported files are reported rather than ignored.
+    `output_folders`: folders inside the corpus that hold `.textmill/` (textmill output folders,
+    never read back as input). `aliases`: links inside the corpus to a file or folder that is
+    read under its own path, so they add no second document.
+    """
+
+    output_folders: list[str] = field(default_factory=list)
+    aliases: int = 0
+
+
+def is_output_folder(path: Path, excluded: Path | None = None) -> bool:
+    """A textmill output folder: it holds `.textmill/` (or is the run's own output folder)."""
+    return (path / OUTPUT_MARKER).is_dir() or (excluded is not None and path.resolve() == excluded)
+
+
+def discover(root: Path, exclude: Path | None = None, report: DiscoveryReport | None = None) -> Iterator[SourceFile]:
+    """Yield every input under `root` in a stable order (a folder's files, then its folders), hashed.
+
+    Hidden folders (`.git`, ...) are not descended into. Output folders (`exclude`, and any
+    folder holding `.textmill/`) are skipped and listed in `report`. Every other entry is
+    yielded, whatever its type, so that unsupported files are reported rather than ignored.
+    Links are resolved: one that leaves the corpus, is broken or points into an output folder
+    is yielded with an error (a rejection); one to a file or folder the walk reads under its
+    own path is an alias, counted in `report` and not read twice; one into a hidden folder is
+    followed, each real folder entered once, so link loops end.
     """
     root = root.resolve()
     excluded = exclude.resolve() if exclude is not None else None
-    for dirpath, dirnames, filenames in os.walk(root):
-        current = Path(dirpath)
-        dirnames[:] = sorted(
-            d for d in dirnames if not d.startswith(".") and (current / d).resolve() != excluded
-        )
-        for name in sorted(filenames):
-            yield source_file(root, current / name)
+    report = report if report is not None else DiscoveryReport()
+    entered = {inode(root)}
+    followed_files: set[tuple[int, int]] = set()
+    stack: list[tuple[str, bool]] = [("", False)]
+    while stack:
+        prefix, via_link = stack.pop()
+        folder = root / prefix if prefix else root
+        try:
+            with os.scandir(folder) as listing:
+                entries = sorted(listing, key=lambda e: e.name)
+        except OSError as exc:
+            yield SourceFile(prefix, "", 0, f"unreadable folder: {exc.strerror or exc}")
+            continue
+        folders: list[tuple[str, bool]] = []
+        for entry in entries:
+            source_id = f"{prefix}/{entry.name}" if prefix else entry.name
+            path = folder / entry.name
+            if entry.is_symlink():
+                found = follow_link(root, source_id, path, excluded, report, entered, followed_files)
+                if isinstance(found, SourceFile):
+                    yield found
+                elif found:
+                    folders.append((source_id, True))
+            elif entry.is_dir(follow_symlinks=False):
+                if entry.name.startswith("."):
+                    continue
+                if is_output_folder(path, excluded):
+                    report.output_folders.append(source_id)
+                    continue
+                key = inode(path)
+                if key not in entered:
+                    entered.add(key)
+                    folders.append((source_id, via_link))
+            elif via_link and inode(path) in followed_files:
+                report.aliases += 1
+            else:
+                if via_link:
+                    followed_files.add(inode(path))
+                yield source_file(root, path)
+        stack.extend(reversed(folders))
+
+
+def follow_link(
+    root: Path,
+    source_id: str,
+    path: Path,
+    excluded: Path | None,
+    report: DiscoveryReport,
+    entered: set[tuple[int, int]],
+    followed_files: set[tuple[int, int]],
+) -> SourceFile | bool:
+    """Decide about one link: a rejected SourceFile, True to descend into it, False to pass it over."""
+    try:
+        target = path.resolve(strict=True)
+    except RuntimeError:
+        return SourceFile(source_id, "", 0, "broken link: a loop of links")
+    except OSError as exc:
+        problem = "a loop of links" if exc.errno == errno.ELOOP else "its target does not exist"
+        return SourceFile(source_id, "", 0, f"broken link: {problem}")
+    if not target.is_relative_to(root):
+        return SourceFile(source_id, "", 0, "unsafe link: points outside the corpus")
+    inside = target.relative_to(root)
+    for ancestor in (target, *target.parents):
+        if ancestor == root:
+            break
+        if ancestor.name == OUTPUT_MARKER or is_output_folder(ancestor, excluded):
+            folder = ancestor.parent if ancestor.name == OUTPUT_MARKER else ancestor
+            where = folder.relative_to(root).as_posix()
+            return SourceFile(source_id, "", 0, f"unsafe link: points into a textmill output folder ({where})")
+    folder_parts = inside.parts if target.is_dir() else inside.parts[:-1]
+    key = inode(target)
+    if not any(part.startswith(".") for part in folder_parts) or key in entered or key in followed_files:
+        report.aliases += 1
+        return False
+    if target.is_dir():
+        entered.add(key)
+        return True
+    followed_files.add(key)
+    return source_file(root, path)
+
+
+def inode(path: Path) -> tuple[int, int]:
+    """The identity of a file or folder, whatever path reaches it."""
+    st = path.stat()
+    return st.st_dev, st.st_ino
 
 
 def source_file(root: Path, path: Path) -> SourceFile:
-    """Hash one file; a file that cannot be read still yields a SourceFile, carrying the error."""
+    """Hash one file; a file that cannot be read still yields a SourceFile, carrying the reason."""
     source_id = path.relative_to(root).as_posix()
     try:
         if not path.is_file():
-            return SourceFile(source_id, "", 0, "not a regular file (broken link, socket or device)")
+            return SourceFile(source_id, "", 0, "unreadable file: not a regular file (socket, pipe or device)")
         return SourceFile(source_id, sha256_file(path), path.stat().st_size)
     except OSError as exc:
-        return SourceFile(source_id, "", 0, exc.strerror or str(exc))
+        return SourceFile(source_id, "", 0, f"unreadable file: {exc.strerror or exc}")
 
 
 def format_of(source_id: str) -> tuple[str | None, bool]:
@@ -91,7 +197,7 @@ def read_source(root: Path, src: SourceFile, max_bytes: int, encodings: Sequence
     fmt, compressed = format_of(src.id)
     base = Document(id=src.id, path=src.id, sha256=src.sha256, meta={"format": fmt or "unknown"})
     if src.error is not None:
-        return [base.reject(f"unreadable file: {src.error}")]
+        return [base.reject(src.error)]
     if fmt is None:
         kinds = ", ".join(sorted(FORMATS))
         return [base.reject(f"unsupported file type: {Path(src.id).name} (supported: {kinds}, each optionally .gz)")]

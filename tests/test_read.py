@@ -4,7 +4,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from textmill.tasks.read import discover, read_source
+from textmill.tasks.read import DiscoveryReport, discover, read_source
 
 
 def read_all(root: Path, max_bytes: int = 10_000_000) -> dict[str, object]:
@@ -130,5 +130,77 @@ def test_special_and_unreadable_files_are_rejected_not_dropped(tmp_path: Path) -
     os.mkfifo(tmp_path / "pipe.txt")
     docs = read_all(tmp_path)
     assert docs["gone.txt"].status == "rejected"
-    assert docs["gone.txt"].reason.startswith("unreadable file: not a regular file")
+    assert docs["gone.txt"].reason == "broken link: its target does not exist"
     assert docs["pipe.txt"].reason.startswith("unreadable file: not a regular file")
+
+
+def test_folders_holding_textmill_state_are_skipped_and_reported(tmp_path: Path) -> None:
+    corpus = tmp_path / "corpus"
+    (corpus / "old-out" / ".textmill").mkdir(parents=True)
+    (corpus / "old-out" / "documents.jsonl").write_text('{"text": "published before"}\n')
+    (corpus / "news" / "run" / ".textmill").mkdir(parents=True)
+    (corpus / "news" / "run" / "manifest.json").write_text("{}")
+    (corpus / "news" / "a.txt").write_text("an input")
+    (corpus / "b.txt").write_text("another input")
+    report = DiscoveryReport()
+    assert [s.id for s in discover(corpus, report=report)] == ["b.txt", "news/a.txt"]
+    assert report.output_folders == ["old-out", "news/run"]  # in walk order: a folder's entries, then its folders
+    assert report.aliases == 0
+
+
+def test_links_inside_the_corpus_are_read_once_and_outside_links_rejected(tmp_path: Path) -> None:
+    corpus = tmp_path / "corpus"
+    outside = tmp_path / "outside"
+    (outside / "folder").mkdir(parents=True)
+    (outside / "secret.txt").write_text("not part of the corpus")
+    (outside / "folder" / "x.txt").write_text("nor this")
+    (corpus / "2024").mkdir(parents=True)
+    (corpus / "2024" / "a.txt").write_text("article a")
+    (corpus / "2024" / "b.txt").write_text("article b")
+    (corpus / ".archive").mkdir()
+    (corpus / ".archive" / "old.txt").write_text("an archived article")
+    (corpus / "latest").symlink_to(corpus / "2024")                      # folder link inside: an alias
+    (corpus / "a-again.txt").symlink_to(corpus / "2024" / "a.txt")       # file link inside: an alias
+    (corpus / "archive").symlink_to(corpus / ".archive")                 # into a hidden folder: followed
+    (corpus / "archive-twice").symlink_to(corpus / ".archive")           # the same folder again: an alias
+    (corpus / "2024" / "loop").symlink_to(corpus)                        # a loop back to the root
+    (corpus / ".archive" / "loop").symlink_to(corpus / ".archive")       # a loop inside the followed folder
+    (corpus / "leak.txt").symlink_to(outside / "secret.txt")
+    (corpus / "leak-folder").symlink_to(outside / "folder")
+    (corpus / "gone.txt").symlink_to(corpus / "missing.txt")
+    (corpus / "cycle-a").symlink_to(corpus / "cycle-b")
+    (corpus / "cycle-b").symlink_to(corpus / "cycle-a")
+    report = DiscoveryReport()
+    sources = list(discover(corpus, report=report))
+    assert [s.id for s in sources] == [
+        "cycle-a", "cycle-b", "gone.txt", "leak-folder", "leak.txt", "2024/a.txt", "2024/b.txt", "archive/old.txt",
+    ]
+    errors = {s.id: s.error for s in sources if s.error}
+    assert errors == {
+        "cycle-a": "broken link: a loop of links",
+        "cycle-b": "broken link: a loop of links",
+        "gone.txt": "broken link: its target does not exist",
+        "leak-folder": "unsafe link: points outside the corpus",
+        "leak.txt": "unsafe link: points outside the corpus",
+    }
+    assert report.aliases == 5  # latest, a-again.txt, archive-twice, 2024/loop, archive/loop
+    docs = read_all(corpus)
+    assert len(docs) == len(sources) == 8
+    assert {d.id: d.text for d in docs.values() if d.status == "ok"} == {
+        "2024/a.txt": "article a", "2024/b.txt": "article b", "archive/old.txt": "an archived article",
+    }
+    assert {d.id: d.reason for d in docs.values() if d.status == "rejected"} == errors
+
+
+def test_links_into_an_output_folder_are_rejected(tmp_path: Path) -> None:
+    (tmp_path / "out" / ".textmill" / "store").mkdir(parents=True)
+    (tmp_path / "out" / "documents.jsonl").write_text('{"text": "x"}\n')
+    (tmp_path / "published.jsonl").symlink_to(tmp_path / "out" / "documents.jsonl")
+    (tmp_path / "cache").symlink_to(tmp_path / "out" / ".textmill" / "store")
+    report = DiscoveryReport()
+    errors = {s.id: s.error for s in discover(tmp_path, report=report)}
+    assert errors == {
+        "cache": "unsafe link: points into a textmill output folder (out)",
+        "published.jsonl": "unsafe link: points into a textmill output folder (out)",
+    }
+    assert report.output_folders == ["out"]

@@ -268,3 +268,18 @@ def test_prefect_yaml_deploys_onto_a_process_pool_and_a_worker_runs_it(
     finally:
         stop(worker)
         log.close()
+
+
+def test_prefect_yaml_refuses_to_deploy_without_the_paths(prefect_api: str, tmp_path: Path) -> None:
+    env = {**os.environ, "PREFECT_API_URL": prefect_api, "PREFECT_HOME": str(tmp_path / "client-home"), "PWD": str(REPO)}
+    env.pop("TEXTMILL_CORPUS", None)
+    env["TEXTMILL_OUT"] = str(tmp_path / "out")
+    subprocess.run([sys.executable, "-m", "prefect", "work-pool", "create", "textmill", "--type", "process"], env=env, cwd=REPO, capture_output=True, timeout=180)
+    query = {"deployments": {"name": {"any_": ["textmill-hourly"]}}}
+    before = api(prefect_api, "/deployments/filter", query)  # the deploy test above may have created it
+    done = subprocess.run(
+        [sys.executable, "-m", "prefect", "--no-prompt", "deploy", "--all"], env=env, cwd=REPO, capture_output=True, text=True, timeout=180
+    )
+    assert done.returncode != 0
+    assert "set TEXTMILL_CORPUS and TEXTMILL_OUT to the corpus and output folders before prefect deploy" in done.stdout + done.stderr
+    assert api(prefect_api, "/deployments/filter", query) == before
