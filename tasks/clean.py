@@ -9,6 +9,7 @@ import hashlib
 import re
 import unicodedata
 from functools import cache
+from importlib.resources import files
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -35,9 +36,10 @@ MANY_NEWLINES = re.compile(r"\n{3,}")
 class CleanOptions(StepOptions):
     """Options of the clean step ([steps.clean] in the pipeline config)."""
 
-    rules: str = Field(
-        "boilerplate.toml",
-        description="Boilerplate rules file (TOML), relative to the pipeline config's folder.",
+    rules: str | None = Field(
+        None,
+        description="Boilerplate rules file (TOML); a relative path is resolved against the pipeline config's "
+        "folder. None: the boilerplate.toml packaged with textmill.",
     )
     repeated_line_min_count: int = Field(
         3, ge=0,
@@ -80,8 +82,11 @@ class Cleaner(DocumentStep):
 
     @property
     def rules_path(self) -> Path:
-        """The rules file, resolved against the folder of the pipeline config."""
-        return self.config_dir / self.options.rules
+        """The configured rules file, resolved against the folder of the pipeline config, so a config
+        copied elsewhere finds its own rules; unset, the packaged rules, so it needs none."""
+        if self.options.rules is None:
+            return Path(str(files("textmill.config") / "boilerplate.toml"))
+        return (self.config_dir / self.options.rules).resolve()
 
     def setup(self) -> None:
         """Load and compile the rules once per worker; a bad file fails before any work starts."""
@@ -91,8 +96,13 @@ class Cleaner(DocumentStep):
         """The rules file's digest: editing a rule must invalidate cached results."""
         try:
             data = self.rules_path.read_bytes()
+        except FileNotFoundError:
+            raise ConfigError(
+                f"[steps.clean] rules: {self.rules_path} not found "
+                "(a relative path is resolved against the pipeline config's folder; unset, the packaged rules are used)"
+            ) from None
         except OSError as exc:
-            raise ConfigError(f"{self.rules_path}: cannot read boilerplate rules: {exc}") from None
+            raise ConfigError(f"[steps.clean] rules: cannot read {self.rules_path}: {exc.strerror or exc}") from None
         return {"rules_sha256": hashlib.sha256(data).hexdigest()}
 
     def process(self, docs: list[Document]) -> list[Document]:

@@ -502,15 +502,15 @@ def test_malformed_rules_are_config_errors(tmp_path: Path, body: str, message: s
 
 def test_fingerprint_follows_rules_file_contents(tmp_path: Path) -> None:
     shutil.copy(CONFIG / "boilerplate.toml", tmp_path / "boilerplate.toml")
-    step = Cleaner(config_dir=tmp_path)
+    step = Cleaner(CleanOptions(rules="boilerplate.toml"), config_dir=tmp_path)
     before = step.fingerprint()
     assert step.fingerprint_extra() == {
         "rules_sha256": hashlib.sha256((tmp_path / "boilerplate.toml").read_bytes()).hexdigest()
     }
     with (tmp_path / "boilerplate.toml").open("a", encoding="utf-8") as fh:
         fh.write('\n[[drop_line]]\nname = "extra"\npattern = "^Extra$"\n')
-    assert Cleaner(config_dir=tmp_path).fingerprint() != before
-    assert Cleaner(CleanOptions(link_density_max=0.4), config_dir=tmp_path).fingerprint() != before
+    assert Cleaner(CleanOptions(rules="boilerplate.toml"), config_dir=tmp_path).fingerprint() != before
+    assert Cleaner(CleanOptions(rules="boilerplate.toml", link_density_max=0.4), config_dir=tmp_path).fingerprint() != before
 
 
 def test_rules_come_from_the_file(tmp_path: Path) -> None:
