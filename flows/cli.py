@@ -40,7 +40,8 @@ def non_empty_path(value: str | Path, problem: str) -> Path:
 
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Turn a folder of raw documents into a clean corpus.")
-console = Console(stderr=True)
+# Messages are never wrapped: one error is one line, whatever the terminal width (or none).
+console = Console(stderr=True, soft_wrap=True)
 
 
 class RichProgress:

@@ -6,7 +6,9 @@ import shutil
 import socket
 import subprocess
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -70,6 +72,37 @@ def prefect_server() -> Iterator[None]:
             os.environ.pop("TEXTMILL_STEP_TAGS", None)
         else:
             os.environ["TEXTMILL_STEP_TAGS"] = previous
+
+
+@dataclass(frozen=True)
+class SeedsRun:
+    """The default pipeline run cold over the seeds, then again unchanged, into `out`."""
+
+    out: Path
+    first: dict[str, Any]
+    second: dict[str, Any]
+    published_before: dict[str, tuple[int, bytes]]
+    published_after: dict[str, tuple[int, bytes]]
+
+
+PUBLISHED = ("documents.jsonl", "documents.parquet", "entities.parquet", "textmill.sqlite")
+
+
+def published_files(out: Path) -> dict[str, tuple[int, bytes]]:
+    """Each published file's modification time and bytes."""
+    return {name: ((out / name).stat().st_mtime_ns, (out / name).read_bytes()) for name in PUBLISHED}
+
+
+@pytest.fixture(scope="session")
+def seeds_run(prefect_server: None, tmp_path_factory: pytest.TempPathFactory) -> SeedsRun:
+    """One cold and one warm run over the seeds, shared read-only by every test that only reads them."""
+    from flowkit import run_flow
+
+    out = tmp_path_factory.mktemp("seeds-run") / "out"
+    first = run_flow(SEEDS, out)
+    before = published_files(out)
+    second = run_flow(SEEDS, out)
+    return SeedsRun(out, first, second, before, published_files(out))
 
 
 @pytest.fixture

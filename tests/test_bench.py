@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from bench.agree import compare
+from bench.agree import DISAGREEMENTS, compare
 from bench.baseline import clean
 from bench.synth import generate
 
@@ -86,21 +86,22 @@ def test_agreement_accepts_identical_outputs_with_differently_named_clusters() -
 
 
 @pytest.mark.parametrize(
-    ("change", "mismatch"),
+    ("change", "mismatch", "count"),
     [
-        (lambda r: r["d2"].update(lang="fr"), "language_mismatch"),
-        (lambda r: r["d2"].update(entities=[]), "entity_count_mismatch"),
-        (lambda r: r["d2"].update(cluster="d0"), "cluster_mismatch"),
-        (lambda r: r["d3"].update(status="rejected"), "status_mismatch"),
-        (lambda r: r.pop("d3"), "only_textmill"),
+        (lambda r: r["d2"].update(lang="fr"), "language_mismatch", 1),
+        (lambda r: r["d2"].update(entities=[]), "entity_count_mismatch", 1),
+        # both partitions, {d0, d1} and {d0, d1, d2}, are in the symmetric difference
+        (lambda r: r["d2"].update(cluster="d0"), "cluster_mismatch", 2),
+        (lambda r: r["d3"].update(status="rejected"), "status_mismatch", 1),
+        (lambda r: r.pop("d3"), "only_textmill", 1),
     ],
 )
-def test_agreement_reports_each_kind_of_difference(change: Any, mismatch: str) -> None:
+def test_agreement_reports_each_kind_of_difference(change: Any, mismatch: str, count: int) -> None:
     theirs = records()
     change(theirs)
     report = compare(records(), theirs)
     assert not report["agree"]
-    assert report[f"{mismatch}_count"] > 0
+    assert {k: report[f"{k}_count"] for k in DISAGREEMENTS if report[f"{k}_count"]} == {mismatch: count}
 
 
 def test_runner_configurations_parse_and_bad_ones_are_refused() -> None:

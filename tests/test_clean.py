@@ -110,7 +110,8 @@ def test_000_is_contained_in_001_and_004(seeds: dict[str, Document]) -> None:
 
 
 def test_paragraph_breaks_are_kept(seeds: dict[str, Document]) -> None:
-    assert seeds["003"].text.count("\n\n") >= 10
+    assert seeds["003"].text.count("\n\n") == 20
+    assert seeds["004"].text.count("\n\n") == 16
     assert "\n\n\n" not in seeds["004"].text
 
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import SEEDS
+from conftest import SEEDS, SeedsRun, published_files
 from flowkit import computed, records, run_flow, set_option, task_run_states
 
 pytestmark = pytest.mark.slow
@@ -16,72 +16,52 @@ BOILERPLATE = ("pic.twitter.com", "This comment contains spoilers", "To suggest 
 COMMENT_TEXT = ("Puny Putin continues", "Internal attacks by Russian partisan groups", "Slava Ukraini")
 
 
-OUTPUTS = ("documents.jsonl", "documents.parquet", "entities.parquet", "textmill.sqlite")
-
-
-def snapshot(out: Path) -> dict[str, tuple[int, bytes]]:
-    return {name: ((out / name).stat().st_mtime_ns, (out / name).read_bytes()) for name in OUTPUTS}
-
-
-@pytest.fixture(scope="module")
-def seeds_run(prefect_server: None, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict, dict]:
-    out = tmp_path_factory.mktemp("seeds-out")
-    first = run_flow(SEEDS, out)
-    before = snapshot(out)
-    second = run_flow(SEEDS, out)
-    assert snapshot(out) == before, "a second identical run must leave the published files untouched"
-    return out, first, second
-
-
-def test_seed_clusters_and_languages(seeds_run: tuple[Path, dict, dict]) -> None:
-    out, first, _ = seeds_run
+def test_seed_clusters_and_languages(seeds_run: SeedsRun) -> None:
+    out, first = seeds_run.out, seeds_run.first
     recs = records(out)
     assert len(recs) == 5 and first["documents"] == 5 and first["files"] == 5
     by_prefix = {doc_id[:3]: r for doc_id, r in recs.items()}
-    canonical = by_prefix["000"]["cluster"]
-    assert canonical[:3] in ("004", "001")
-    assert {by_prefix[p]["cluster"] for p in ("000", "001", "004")} == {canonical}
-    assert {by_prefix[p]["status"] for p in ("000", "001", "004") if p != canonical[:3]} == {"duplicate"}
-    assert recs[canonical]["status"] == "ok" and recs[canonical]["duplicate_of"] is None
-    for p in ("000", "001", "004"):
-        if p != canonical[:3]:
-            assert by_prefix[p]["duplicate_of"] == canonical
-    for p in ("002", "003"):
-        assert by_prefix[p]["cluster"] == by_prefix[p]["id"]
-        assert by_prefix[p]["status"] == "ok"
+    ids = {p: r["id"] for p, r in by_prefix.items()}
+    canonical = ids["001"]  # the longest cleaned text of the three renderings
+    assert {p: (r["status"], r["cluster"], r["duplicate_of"]) for p, r in by_prefix.items()} == {
+        "000": ("duplicate", canonical, canonical),
+        "001": ("ok", canonical, None),
+        "002": ("ok", ids["002"], None),
+        "003": ("ok", ids["003"], None),
+        "004": ("duplicate", canonical, canonical),
+    }
     assert first["counts"] == {"duplicate": 2, "ok": 3}
     assert all(r["lang"] == "en" for r in recs.values() if r["status"] == "ok")
     for p in ("000", "001", "002", "003"):
         assert by_prefix[p]["meta"]["date"] == "2023-05-03"
 
 
-def test_seed_cleaning_removes_boilerplate(seeds_run: tuple[Path, dict, dict]) -> None:
-    out, _, _ = seeds_run
+def test_seed_cleaning_removes_boilerplate(seeds_run: SeedsRun) -> None:
+    out = seeds_run.out
     for record in records(out).values():
         for needle in BOILERPLATE + COMMENT_TEXT:
             assert needle not in record["text"], (record["id"], needle)
         assert not record["text"].startswith((" date", "date"))
 
 
-def test_seed_entities_have_corpus_canonical_names(seeds_run: tuple[Path, dict, dict]) -> None:
-    out, first, _ = seeds_run
+def test_seed_entities_have_corpus_canonical_names(seeds_run: SeedsRun) -> None:
+    out, first = seeds_run.out, seeds_run.first
     entities = [e for r in records(out).values() for e in r["entities"]]
     people = {e["canonical"] for e in entities if e["label"] == "PERSON"}
     places = {e["canonical"] for e in entities if e["label"] == "GPE"}
-    assert any("Putin" in name for name in people)
-    assert any("Zelensky" in name for name in people)
+    assert {"Vladimir Putin", "Volodymyr Zelenskyy", "Zelensky", "Dmitry Peskov"} <= people
     assert {"Moscow", "Ukraine", "Russia"} <= places
     putin = {e["canonical"] for e in entities if e["label"] == "PERSON" and "putin" in e["text"].lower()}
-    assert len(putin) == 1, putin
+    assert putin == {"Vladimir Putin"}
     for record in records(out).values():
         for e in record["entities"]:
             assert record["text"][e["start"] : e["end"]] == e["text"]
     assert first["entities"] == len(entities)
 
 
-def test_second_run_computes_nothing_and_shards_are_cached(seeds_run: tuple[Path, dict, dict]) -> None:
-    _, first, second = seeds_run
-    assert all(n > 0 for n in computed(first).values())
+def test_second_run_computes_nothing_and_shards_are_cached(seeds_run: SeedsRun) -> None:
+    first, second = seeds_run.first, seeds_run.second
+    assert computed(first) == {"clean": 5, "dedupe": 5, "language": 3, "entities": 3, "publish": 5}
     assert computed(second) == {name: 0 for name in first["steps"]}
     assert second["read"]["computed"] == 0
     assert {k: v for k, v in second.items() if k not in ("run_id", "read", "steps")} == {
@@ -94,10 +74,14 @@ def test_second_run_computes_nothing_and_shards_are_cached(seeds_run: tuple[Path
     assert states["publish"] == "Completed"
 
 
-def test_outputs_written_completely(seeds_run: tuple[Path, dict, dict]) -> None:
+def test_second_identical_run_leaves_published_files_untouched(seeds_run: SeedsRun) -> None:
+    assert seeds_run.published_after == seeds_run.published_before
+
+
+def test_outputs_written_completely(seeds_run: SeedsRun) -> None:
     import pyarrow.parquet as pq
 
-    out, first, _ = seeds_run
+    out, first = seeds_run.out, seeds_run.first
     assert pq.read_table(out / "documents.parquet").num_rows == 5
     assert pq.read_table(out / "entities.parquet").num_rows == first["entities"]
     assert json.loads((out / "manifest.json").read_text())["run_id"] != first["run_id"]
@@ -110,15 +94,15 @@ def test_outputs_written_completely(seeds_run: tuple[Path, dict, dict]) -> None:
 def test_republishing_changes_no_file(prefect_server: None, seeds_copy: Path, tmp_path: Path) -> None:
     out = tmp_path / "out"
     run_flow(seeds_copy, out)
-    before = snapshot(out)
+    before = published_files(out)
     (out / ".textmill" / "published.json").unlink()
     manifest = run_flow(seeds_copy, out)
     assert manifest["steps"]["publish"]["computed"] == 5
-    assert snapshot(out) == before
+    assert published_files(out) == before
 
 
-def test_run_name_includes_corpus(seeds_run: tuple[Path, dict, dict]) -> None:
-    _, first, _ = seeds_run
+def test_run_name_includes_corpus(seeds_run: SeedsRun) -> None:
+    first = seeds_run.first
     assert first["run_name"] == "textmill-seeds"
 
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import SEEDS
+from conftest import SEEDS, SeedsRun
 from flowkit import records, run_flow, set_option
 from textmill.flows.retry import is_transient
 from textmill.tasks import sinks
@@ -21,11 +21,10 @@ def table_rows(db: Path) -> dict[str, list[tuple]]:
 
 
 def test_publish_survives_two_sink_failures(
-    prefect_server: None, config_copy: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    seeds_run: SeedsRun, config_copy: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     set_option(config_copy, "run", "retry_delay_seconds = 0.05")
-    calm = tmp_path / "calm"
-    run_flow(SEEDS, calm, config_copy)
+    calm = seeds_run.out
 
     failures = {"left": 2}
     real_write = sinks.SqliteSink.write
