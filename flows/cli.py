@@ -105,6 +105,7 @@ def run(
             publish_to_postgres(cfg, publish)
         except ConfigError as exc:
             fail(str(exc), code=2)
+    check_database(cfg, publish)
     kind, task_runner = chosen_task_runner(cfg, runner, dask_address, workers)
     if kind == "dask":
         ensure_api_server()
@@ -215,6 +216,24 @@ def checked_config(config: Path | None, corpus: Path, out: Path) -> Any:
         return load_config(config)
     except ConfigError as exc:
         fail(str(exc), code=2)
+
+
+def check_database(cfg: Any, publish: str | None) -> None:
+    """Exit 2 when the PostgreSQL server the run would publish to cannot be reached now, before any work."""
+    from textmill.tasks.postgres import connection_problem, describe_target
+
+    spec = next((s for s in cfg.steps if s.name == "publish"), None)
+    if spec is None:
+        return
+    options = spec.options
+    dsn = publish or (options.get("postgres_dsn") if "postgres" in options.get("formats", ()) else None)
+    if not dsn:
+        return
+    problem = connection_problem(dsn)
+    if problem is not None:
+        where = "--publish" if publish else "[steps.publish] postgres_dsn"
+        target = describe_target(dsn, options.get("postgres_schema", "textmill"))
+        fail(f"{where}: cannot connect to {target}: {problem}", code=2)
 
 
 def chosen_task_runner(cfg: Any, runner: str | None, dask_address: str | None, workers: int | None) -> tuple[str, Any]:

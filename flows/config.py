@@ -129,6 +129,8 @@ def load_config(path: str | Path | None = None) -> PipelineConfig:
             )
     steps = [build_step(name, parsed.steps.get(name, {}), registry, config_dir) for name in parsed.pipeline.steps]
     check_order(steps, cfg_path)
+    for step in steps:
+        step.check()
     return PipelineConfig(
         path=cfg_path,
         digest=hashlib.sha256(raw_bytes).hexdigest(),

@@ -64,6 +64,10 @@ class Step(ABC):
     def setup(self) -> None:
         """Load models or rule files; called once per worker process before the first batch."""
 
+    def check(self) -> None:
+        """Cheap checks against the installation (packages, files) when the config loads, so a
+        mistake stops the run before any work: raise ConfigError naming the option. Loads no model."""
+
     def fingerprint_extra(self) -> dict[str, Any]:
         """Anything beyond options that changes results (e.g. the contents of a rules file)."""
         return {}

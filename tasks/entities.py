@@ -149,6 +149,29 @@ class EntityExtractor(CorpusStep):
         self._models: dict[str, NerModel] | None = None
         self._setup_lock = threading.Lock()
 
+    def check(self) -> None:
+        """Each model an installed spaCy package with NER, each wanted label one that NER produces:
+        read from the packages' meta.json, without loading their weights."""
+        known: set[str] = set()
+        for lang, package in sorted(self.options.models.items()):
+            where = f"[steps.entities] models.{lang}"
+            if not spacy.util.is_package(package):
+                raise ConfigError(f"{where}: package {package!r} is not installed")
+            try:
+                meta = spacy.util.get_model_meta(spacy.util.get_package_path(package))
+            except (OSError, ValueError) as exc:
+                raise ConfigError(f"{where}: {package!r} is not a spaCy model package: {exc}") from None
+            components = meta.get("components") or meta.get("pipeline") or []
+            if "ner" not in components:
+                raise ConfigError(f"{where}: package {package!r} has no 'ner' component (it has {', '.join(components)})")
+            known.update((meta.get("labels") or {}).get("ner") or ())
+        unknown = sorted(set(self.options.labels or ()) - known)
+        if unknown and known:
+            raise ConfigError(
+                f"[steps.entities] labels: {', '.join(unknown)} not produced by any configured model; "
+                f"known labels: {', '.join(sorted(known))}"
+            )
+
     def setup(self) -> None:
         """Load each configured model once per process; unknown labels fail before any work."""
         with self._setup_lock:

@@ -91,6 +91,17 @@ def describe_target(dsn: str, schema: str) -> str:
     return f"{host}:{params.get('port') or 5432}/{params.get('dbname') or params.get('user') or ''} schema {schema}"
 
 
+def connection_problem(dsn: str, timeout: int = 5) -> str | None:
+    """Why no connection to `dsn` opens within `timeout` seconds (None when one does), in one line
+    without the password: checked before a run, so an unreachable server fails it before any work."""
+    try:
+        with psycopg.connect(dsn, connect_timeout=timeout, application_name=APPLICATION_NAME):
+            return None
+    except psycopg.Error as exc:
+        lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+        return redact(lines[0] if lines else type(exc).__name__)
+
+
 def row_hash(row: dict[str, Any], entities: list[dict[str, Any]]) -> str:
     """Digest of everything published for one document: equal digests mean nothing to write."""
     payload = json.dumps([row, entities], sort_keys=True, ensure_ascii=False, default=str)

@@ -84,7 +84,7 @@ def cli(*args: str) -> tuple[int, str]:
 
     from textmill.flows.cli import app
 
-    result = CliRunner().invoke(app, list(args), env={"COLUMNS": "1000"})
+    result = CliRunner().invoke(app, list(args), env={"COLUMNS": "1000", "PGPASSWORD": None})  # --publish sets it
     return result.exit_code, result.stderr
 
 
@@ -179,3 +179,31 @@ def test_empty_paths_fail_before_any_work(prefect_server: None, tmp_path: Path, 
     with pytest.raises(ConfigError, match="the corpus path is empty"):
         textmill_flow(corpus="", out=str(tmp_path / "out"), config=str(CONFIG))
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.txt"]
+
+
+def test_mistakes_found_before_work_exit_2_with_one_line(tmp_path: Path) -> None:
+    config = tmp_path / "pipeline.toml"
+    config.write_text('[pipeline]\nsteps = ["language", "entities"]\n[steps.entities]\nmodels = { de = "de_not_installed" }\n')
+    out = tmp_path / "out"
+    assert cli("run", str(SEEDS), "--config", str(config), "--out", str(out)) == (
+        2, "error: [steps.entities] models.de: package 'de_not_installed' is not installed\n"
+    )
+    config.write_text('[pipeline]\nsteps = ["entities"]\n[steps.entities]\nlabels = ["PERSON", "PEOPLE"]\n')
+    code, message = cli("run", str(SEEDS), "--config", str(config), "--out", str(out))
+    assert (code, message.splitlines()[0]) == (2, message.rstrip("\n"))
+    assert message.startswith("error: [steps.entities] labels: PEOPLE not produced by any configured model; known labels: ")
+    a_file = tmp_path / "out.txt"
+    a_file.write_text("not a folder")
+    assert cli("run", str(SEEDS), "--out", str(a_file)) == (2, f"error: the output folder {a_file} is a file\n")
+    assert not out.exists()
+
+
+def test_an_unreachable_publish_database_fails_before_work_without_the_password(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    code, message = cli("run", str(SEEDS), "--out", str(out), "--publish", "postgresql://bob:s3cret@127.0.0.1:1/test")
+    assert (code, message) == (
+        2,
+        "error: --publish: cannot connect to 127.0.0.1:1/test schema textmill: connection failed: connection to server "
+        'at "127.0.0.1", port 1 failed: Connection refused\n',
+    )
+    assert not out.exists()

