@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import traceback
 from pathlib import Path
 from typing import Any, NoReturn, Optional
 
@@ -11,17 +12,24 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from textmill.flows.logs import keep_run_logs_off_terminal, quiet_terminal_env
 from textmill.tasks.base import ConfigError
 
+CONFIG_OPTION = typer.Option(None, "--config", help="Pipeline config.", show_default="config/pipeline.toml")
 RUNNER_OPTION = typer.Option(
-    None, "--runner", help="threads (one process) or dask (worker processes) [default: \\[run] runner]."
+    None, "--runner", help="threads (one process) or dask (worker processes).", show_default="[run] runner"
 )
 DASK_ADDRESS_OPTION = typer.Option(
     None, "--dask-address", metavar="tcp://HOST:PORT", help="Run on an existing Dask cluster (implies --runner dask)."
 )
 WORKERS_OPTION = typer.Option(
-    None, "--workers", min=1, help="Shard tasks at once: threads, or local Dask worker processes [default: \\[run] workers]."
+    None,
+    "--workers",
+    min=1,
+    help="Shard tasks at once: threads, or local Dask worker processes.",
+    show_default="[run] workers",
 )
+
 
 def corpus_path(value: str) -> Path:
     """The corpus argument; empty (an unset shell variable) fails in one line instead of meaning `.`."""
@@ -45,7 +53,11 @@ console = Console(stderr=True, soft_wrap=True)
 
 
 class RichProgress:
-    """One progress bar per stage: documents done out of documents in the corpus."""
+    """One progress bar per stage: documents done out of the documents that reach the stage.
+
+    Stages of a corpus step show as three bars (`dedupe`, `dedupe index`, `dedupe apply`).
+    A failed stage keeps what it had done and says it failed.
+    """
 
     def __init__(self) -> None:
         self.progress = Progress(
@@ -60,22 +72,26 @@ class RichProgress:
     def __exit__(self, *exc: object) -> None:
         self.progress.stop()
 
-    def start(self, stage: str, total: int) -> None:
+    def start(self, stage: str, total: int | None) -> None:
         self.bars[stage] = self.progress.add_task(stage.replace(":", " "), total=total)
 
     def advance(self, stage: str, done: int) -> None:
         self.progress.advance(self.bars[stage], done)
 
-    def finish(self, stage: str) -> None:
+    def finish(self, stage: str, failed: bool = False) -> None:
         bar = self.bars[stage]
-        self.progress.update(bar, completed=self.progress.tasks[bar].total)
+        if failed:
+            self.progress.update(bar, description=f"[red]{stage.replace(':', ' ')} failed[/]")
+            self.progress.stop_task(bar)
+        else:
+            self.progress.update(bar, completed=self.progress.tasks[bar].total)
 
 
 @app.command()
 def run(
     corpus: Path = typer.Argument(..., parser=corpus_path, help="Folder of .txt, .md, .html/.htm and .jsonl files (searched recursively)."),
     out: Path = typer.Option(Path("out"), "--out", parser=out_path, help="Output folder (also holds the cache, in .textmill/)."),
-    config: Optional[Path] = typer.Option(None, "--config", help="Pipeline config [default: config/pipeline.toml]."),
+    config: Optional[Path] = CONFIG_OPTION,
     publish: Optional[str] = typer.Option(
         None,
         "--publish",
@@ -86,18 +102,22 @@ def run(
     runner: Optional[str] = RUNNER_OPTION,
     dask_address: Optional[str] = DASK_ADDRESS_OPTION,
     workers: Optional[int] = WORKERS_OPTION,
-    verbose: bool = typer.Option(False, "--verbose", "-v", help="Show Prefect's logs."),
+    verbose: bool = typer.Option(False, "--verbose", "-v", help="Show Prefect's logs, tracebacks included."),
 ) -> None:
     """Run the pipeline over CORPUS and print a summary."""
-    if not verbose:
-        os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
-        os.environ.setdefault("DASK_LOGGING__DISTRIBUTED", "warning")
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    # Prefect's default of 20 s is too short for its temporary server on a busy 2-core machine.
+    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "90")
+    if not verbose:
+        quiet_terminal_env()
     from textmill.flows.config import publish_to_postgres
-    from textmill.flows.pipeline import textmill
+    from textmill.flows.interrupt import exit_on_interrupt
+    from textmill.flows.pipeline import failed_in, textmill
     from textmill.flows.progress import set_listener
     from textmill.flows.runners import ensure_api_server
 
+    if not verbose:
+        keep_run_logs_off_terminal()
     cfg = checked_config(config, corpus, out)
     if publish:
         publish = postgres_dsn_without_password(publish)
@@ -106,18 +126,27 @@ def run(
         except ConfigError as exc:
             fail(str(exc), code=2)
     check_database(cfg, publish)
-    kind, task_runner = chosen_task_runner(cfg, runner, dask_address, workers)
-    if kind == "dask":
-        ensure_api_server()
-    flow = textmill.with_options(task_runner=task_runner)
+    _, task_runner = chosen_task_runner(cfg, runner, dask_address, workers)
+    progress = RichProgress()
+
+    exit_on_interrupt(progress.progress.stop)
     try:
-        with RichProgress() as progress:
+        ensure_api_server()
+    except Exception as exc:  # noqa: BLE001 - one line for the user, the traceback with --verbose
+        fail(one_line(exc), trace=exc if verbose else None)
+    flow = textmill.with_options(task_runner=task_runner)
+    error: str | None = None
+    try:
+        with progress:
             set_listener(progress)
             manifest = flow(corpus=str(corpus), out=str(out), config=str(cfg.path), publish=publish)
-    except Exception as exc:  # noqa: BLE001 - one line for the user, the traceback is in Prefect's logs
-        fail(f"{type(exc).__name__}: {exc}".splitlines()[0])
+    except Exception as exc:  # noqa: BLE001 - with --verbose, Prefect's log of the flow run shows the traceback
+        where = failed_in(exc)
+        error = f"{where}: {one_line(exc)}" if where else one_line(exc)
     finally:
         set_listener(None)
+    if error is not None:
+        fail(error)
     print_summary(manifest, out)
 
 
@@ -125,10 +154,10 @@ def run(
 def serve(
     corpus: Path = typer.Argument(..., parser=corpus_path, help="Folder to process on every scheduled run."),
     out: Path = typer.Option(Path("out"), "--out", parser=out_path, help="Output folder (also holds the cache, so runs are incremental)."),
-    config: Optional[Path] = typer.Option(None, "--config", help="Pipeline config [default: config/pipeline.toml]."),
+    config: Optional[Path] = CONFIG_OPTION,
     cron: Optional[str] = typer.Option(None, "--cron", help='Cron schedule, e.g. "0 * * * *" (hourly).'),
     interval: Optional[int] = typer.Option(None, "--interval", min=1, help="Run every SECONDS instead of a cron schedule."),
-    name: Optional[str] = typer.Option(None, "--name", help="Deployment name [default: textmill-<corpus folder>]."),
+    name: Optional[str] = typer.Option(None, "--name", help="Deployment name.", show_default="textmill-<corpus folder>"),
     runner: Optional[str] = RUNNER_OPTION,
     dask_address: Optional[str] = DASK_ADDRESS_OPTION,
     workers: Optional[int] = WORKERS_OPTION,
@@ -247,11 +276,19 @@ def chosen_task_runner(cfg: Any, runner: str | None, dask_address: str | None, w
         fail(str(exc), code=2)
 
 
-def fail(message: str, code: int = 1) -> NoReturn:
+def fail(message: str, code: int = 1, trace: BaseException | None = None) -> NoReturn:
+    """Print `error: message` (passwords redacted), after `trace`'s traceback if given, and exit."""
     from textmill.tasks.secrets import redact
 
+    if trace is not None:
+        console.print(escape(redact("".join(traceback.format_exception(trace)))), end="")
     console.print(f"[bold red]error:[/] {escape(redact(message))}")
     raise typer.Exit(code)
+
+
+def one_line(exc: BaseException) -> str:
+    """`Type: message`, first line only."""
+    return f"{type(exc).__name__}: {exc}".splitlines()[0]
 
 
 def postgres_dsn_without_password(dsn: str) -> str:
@@ -288,6 +325,8 @@ def print_summary(manifest: dict[str, Any], out: Path) -> None:
     totals.add_row("files in", str(manifest["files"]))
     if manifest.get("skipped_output_folders") or manifest.get("skipped_links"):
         totals.add_row("not read", skipped_summary(manifest))
+    read = manifest["read"]
+    totals.add_row("new or changed files", f"{read['computed']} read this run; {read['cached']} unchanged, from the cache")
     totals.add_row("documents", str(manifest["documents"]))
     totals.add_row("ok", str(counts.get("ok", 0)))
     clusters = manifest.get("clusters", 0)

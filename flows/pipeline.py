@@ -7,7 +7,8 @@ resolve every future so that a failed shard fails the run.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -39,7 +40,7 @@ from textmill.flows.config import (
 )
 from textmill.flows.keys import digest, digest_lines, shard_count, shard_of
 from textmill.flows.lock import output_folder_lock
-from textmill.flows.progress import listener
+from textmill.flows.progress import listener, shard_done, shard_progress
 from textmill.flows.report import StageStats, build_manifest, steps_table, summary_markdown, write_manifest
 from textmill.flows.retry import retry_transient
 from textmill.flows.runners import default_workers, tag_steps
@@ -86,25 +87,27 @@ def discover_sources(corpus: str, out: str) -> tuple[list[SourceFile], Discovery
 @task(name="read")
 def read_task(paths: Paths, shard_no: int, sources: list[SourceFile], settings: InputSection, reader: str) -> ShardResult:
     """Read one shard's files into raw documents (`reader`, the reader's fingerprint, keys the cache)."""
-    return log_shard("read", shard_no, shard.read_shard(paths, sources, settings))
+    return log_shard("read", shard_no, shard.read_shard(paths, sources, settings, shard_progress("read", shard_no)))
 
 
 @task(name="document-step")
 def document_task(paths: Paths, step: StepSpec, shard_no: int, refs: list[DocRef]) -> ShardResult:
     """Run a document-scope step over one shard."""
-    return log_shard(step.name, shard_no, shard.run_document_shard(paths, step, refs))
+    report = shard_progress(step.name, shard_no)
+    return log_shard(step.name, shard_no, shard.run_document_shard(paths, step, refs, report))
 
 
 @task(name="summarize")
 def summarize_task(paths: Paths, step: StepSpec, shard_no: int, refs: list[DocRef]) -> ShardResult:
     """Per-document summaries for a corpus-scope step, over one shard."""
-    return log_shard(step.name, shard_no, shard.summarize_shard(paths, step, refs))
+    report = shard_progress(step.name, shard_no)
+    return log_shard(step.name, shard_no, shard.summarize_shard(paths, step, refs, report))
 
 
 @task(name="index")
 def index_task(paths: Paths, step: StepSpec, bundles: list[str]) -> str:
     """Build a corpus-scope step's index over every shard's summaries."""
-    return shard.build_corpus_index(paths, step, bundles)
+    return shard.build_corpus_index(paths, step, bundles, shard_progress(f"{step.name}:index", 0))
 
 
 @task(name="apply")
@@ -112,13 +115,13 @@ def apply_task(
     paths: Paths, step: StepSpec, shard_no: int, refs: list[DocRef], bundle: str, index: str
 ) -> ShardResult:
     """Apply a corpus-scope step's index to one shard."""
-    return shard.apply_shard(paths, step, refs, bundle, index)
+    return shard.apply_shard(paths, step, refs, bundle, index, shard_progress(f"{step.name}:apply", shard_no))
 
 
 @task(name="publish")
 def publish_task(paths: Paths, step: StepSpec | None, refs: list[DocRef], run: RunInfo) -> shard.PublishOutcome:
     """Write the final records to the configured outputs."""
-    outcome = shard.publish_corpus(paths, step, refs, run)
+    outcome = shard.publish_corpus(paths, step, refs, run, shard_progress("publish", 0))
     logger = get_run_logger()
     logger.info(
         "publish: %s documents, %s (%s)", len(refs), ", ".join(outcome.files) or "no files",
@@ -127,6 +130,35 @@ def publish_task(paths: Paths, step: StepSpec | None, refs: list[DocRef], run: R
     for store, counts in (outcome.changes or {}).items():
         logger.info("publish to %s: %s", store, ", ".join(f"{v} {k}" for k, v in counts.items()))
     return outcome
+
+
+FAILED_IN = "textmill_failed_in"
+
+
+def mark_failure(exc: BaseException, where: str) -> BaseException:
+    """Note on `exc` which part of the run failed, for a one-line message (`failed_in`); the
+    exception keeps its type and message, which Prefect records as the run's cause."""
+    if getattr(exc, FAILED_IN, None) is None:
+        try:
+            setattr(exc, FAILED_IN, where)
+        except AttributeError:
+            pass
+    return exc
+
+
+def failed_in(exc: BaseException) -> str | None:
+    """Which part of the run raised `exc` ("entities failed on shard 3"), when the flow knows."""
+    return getattr(exc, FAILED_IN, None)
+
+
+@contextmanager
+def failing_as(where: str) -> Iterator[None]:
+    """Mark any exception raised inside with `where` (see `mark_failure`)."""
+    try:
+        yield
+    except Exception as exc:
+        mark_failure(exc, where)
+        raise
 
 
 def log_shard(stage: str, shard_no: int, result: ShardResult) -> ShardResult:
@@ -195,30 +227,53 @@ class Runner:
             )
         return fn.with_options(**options)
 
+    @contextmanager
+    def phase(self, stage: str, total: int, where: str) -> Iterator[None]:
+        """A one-task stage (an index, publish): its own progress bar of `total` documents, and
+        `where` on its failure."""
+        progress = listener()
+        progress.start(stage, total)
+        try:
+            with failing_as(where):
+                yield
+        except Exception:
+            progress.finish(stage, failed=True)
+            raise
+        shard_done(stage, 0, total)
+        progress.finish(stage)
+
     def map_shards(
         self, stage: str, submit: Callable[[int], PrefectFuture], shards: Sequence[int], sizes: dict[int, int]
     ) -> dict[int, ShardResult]:
-        """Submit one task per shard, report progress as they finish, resolve every future."""
+        """Submit one task per shard, resolve every future, then fail with the first failure.
+
+        Progress: the shard functions report their batches themselves when they run in this
+        process (threads); `shard_done` reports the rest when each task finishes.
+        """
         progress = listener()
         progress.start(stage, sum(sizes.values()))
         started = time.perf_counter()
         futures = {submit(n): n for n in shards}
         results: dict[int, ShardResult] = {}
-        failures: list[BaseException] = []
+        failures: list[tuple[int, BaseException]] = []
         for future in as_completed(list(futures)):
+            n = futures[future]
             try:
                 result = future.result()
+            except (KeyboardInterrupt, SystemExit):
+                raise
             except BaseException as exc:  # noqa: BLE001 - gather all, then fail the run
-                failures.append(exc)
+                failures.append((n, exc))
                 continue
             if future.state.name == "Cached":
                 result = replace(result, computed=0, updated=0, cached=result.computed + result.cached)
-            results[futures[future]] = result
-            progress.advance(stage, sizes[futures[future]])
+            results[n] = result
+            shard_done(stage, n, sizes[n])
             self.task_finished(stage)
-        progress.finish(stage)
+        progress.finish(stage, failed=bool(failures))
         if failures:
-            raise failures[0]
+            n, exc = min(failures, key=lambda failure: failure[0])
+            raise mark_failure(exc, f"{stage.split(':')[0]} failed on shard {n}")
         stats = self.stages.setdefault(stage, StageStats())
         stats.computed += sum(r.computed for r in results.values())
         stats.cached += sum(r.cached for r in results.values())
@@ -250,7 +305,8 @@ def run_pipeline(cfg: PipelineConfig, paths: Paths, corpus: str) -> dict[str, An
     logger = get_run_logger()
     runner = Runner(paths, cfg.run, {}, tag_steps=tag_steps())
 
-    sources, discovery = discover_sources(paths.corpus, paths.out)
+    with failing_as("discover failed"):
+        sources, discovery = discover_sources(paths.corpus, paths.out)
     count = shard_count(len(sources), cfg.run.shard_size)
     members: dict[int, list[SourceFile]] = {}
     for src in sources:
@@ -287,7 +343,8 @@ def run_pipeline(cfg: PipelineConfig, paths: Paths, corpus: str) -> dict[str, An
     started = time.perf_counter()
     publish = runner.configure(publish_task, "publish", "publish", cached=False)
     run_info = RunInfo(run_id=str(flow_run.id), run_name=flow_run.name or run_name(), config_digest=cfg.digest)
-    outcome = publish.submit(paths, sink, final, run_info).result()
+    with runner.phase("publish", len(final), "publish failed"):
+        outcome = publish.submit(paths, sink, final, run_info).result()
     if sink is not None:
         runner.stages["publish"] = StageStats(
             computed=outcome.computed, cached=outcome.cached, seconds=time.perf_counter() - started
@@ -323,8 +380,10 @@ def run_corpus_step(
     summaries = runner.map_shards(step.name, lambda n: summarize.submit(paths, step, n, refs[n]), shards, sizes)
     bundles = {n: r.bundle or "" for n, r in summaries.items()}
     started = time.perf_counter()
-    index = runner.configure(index_task, f"{step.name}-index", step.name).submit(paths, step, sorted(bundles.values()))
-    index_path = index.result()
+    summarized = runner.stages[step.name].computed + runner.stages[step.name].cached
+    with runner.phase(f"{step.name}:index", summarized, f"{step.name} failed building its index"):
+        index = runner.configure(index_task, f"{step.name}-index", step.name).submit(paths, step, sorted(bundles.values()))
+        index_path = index.result()
     runner.stages[step.name].seconds += time.perf_counter() - started
     apply = runner.configure(apply_task, f"{step.name}-{{shard_no}}", step.name)
     applied = runner.map_shards(

@@ -1,5 +1,6 @@
 """Task runners: Prefect's thread pool on one machine (capped), or Dask worker processes
-(prefect-dask); and which Prefect API a run reports to.
+(prefect-dask); and which Prefect API a run reports to (`textmill run` starts the temporary
+one itself, so it can stop it on Ctrl-C).
 
 On Dask each worker process builds a step once (`textmill.flows.shard.step_for`) and keeps it, so a
 spaCy model loads once per worker, not once per shard.
@@ -49,6 +50,7 @@ def make_task_runner(kind: str, workers: int | None = None, dask_address: str | 
 
 _temporary_api_url: str | None = None
 STEP_TAGS_ENV = "TEXTMILL_STEP_TAGS"
+_temporary_server: Any | None = None
 
 
 def watched_server() -> bool:
@@ -85,11 +87,23 @@ def ensure_api_server() -> Any | None:
         return None
     from prefect.server.api.server import SubprocessASGIServer
 
-    global _temporary_api_url
+    global _temporary_api_url, _temporary_server
     server = SubprocessASGIServer()
     server.start()
     os.environ["PREFECT_API_URL"] = _temporary_api_url = server.api_url
+    _temporary_server = server
     return server
+
+
+def stop_temporary_server() -> bool:
+    """Ask the temporary API server of `ensure_api_server` to stop, without waiting for it
+    (it shuts down on its own); False when there is none (the run reports to PREFECT_API_URL)."""
+    process = getattr(_temporary_server, "server_process", None)
+    if process is None:
+        return False
+    if process.poll() is None:
+        process.terminate()
+    return True
 
 
 def loaded_steps() -> list[str]:

@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import json
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
 from textmill.flows.config import InputSection, StepSpec
 from textmill.flows.keys import chain, digest, digest_lines
+from textmill.flows.progress import no_progress
 from textmill.flows.report import CorpusStats, StatsCollector
 from textmill.flows.store import Store, read_jsonl_gz, write_jsonl_gz
 from textmill.tasks.atomic import sha256_file, write_atomic
@@ -33,6 +34,7 @@ _indexes: dict[str, dict[str, Any]] = {}
 _indexes_lock = threading.Lock()
 
 T = TypeVar("T")
+Report = Callable[[int], None]
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,12 +101,13 @@ def batched(items: list[T], size: int = BATCH) -> Iterator[list[T]]:
         yield items[start : start + size]
 
 
-def read_shard(paths: Paths, sources: list[SourceFile], settings: InputSection) -> ShardResult:
+def read_shard(paths: Paths, sources: list[SourceFile], settings: InputSection, report: Report = no_progress) -> ShardResult:
     """Read source files into raw documents, stored under `k_0` = their raw sha256.
 
     A file already read in an earlier run (same bytes, same reader, same `[input]`) is not read
     again: its list of documents is cached under the file's own hash. A raw document's key
     digests everything the reader decided (text, meta, status), not only the bytes.
+    `report` hears of each file done.
     """
     store = paths.store
     result = ShardResult(refs=[])
@@ -123,11 +126,13 @@ def read_shard(paths: Paths, sources: list[SourceFile], settings: InputSection) 
             store.put("listings", listing_key, [[r.id, r.key, r.status] for r in refs])
             result.computed += len(refs)
         result.refs.extend(refs)
+        report(1)
     return result
 
 
-def run_document_shard(paths: Paths, spec: StepSpec, refs: list[DocRef]) -> ShardResult:
-    """Apply a document-scope step to a shard, computing only documents not in the store."""
+def run_document_shard(paths: Paths, spec: StepSpec, refs: list[DocRef], report: Report = no_progress) -> ShardResult:
+    """Apply a document-scope step to a shard, computing only documents not in the store;
+    `report` hears of the documents found done at once, then of each computed batch."""
     store = paths.store
     step = step_for(spec)
     assert isinstance(step, DocumentStep)
@@ -145,6 +150,7 @@ def run_document_shard(paths: Paths, spec: StepSpec, refs: list[DocRef]) -> Shar
         else:
             result.refs.append(ref)
             missing.append((len(result.refs) - 1, key, ref))
+    report(len(refs) - len(missing))
     for batch in batched(missing):
         outputs = step.process([store.get_doc(ref.key) for _, _, ref in batch])
         if len(outputs) != len(batch):
@@ -153,11 +159,13 @@ def run_document_shard(paths: Paths, spec: StepSpec, refs: list[DocRef]) -> Shar
             store.put_doc(key, doc)
             result.refs[slot] = DocRef(ref.id, key, doc.status)
             result.computed += 1
+        report(len(batch))
     return result
 
 
-def summarize_shard(paths: Paths, spec: StepSpec, refs: list[DocRef]) -> ShardResult:
-    """First phase of a corpus step: per-document summaries (cached), gathered in a shard bundle."""
+def summarize_shard(paths: Paths, spec: StepSpec, refs: list[DocRef], report: Report = no_progress) -> ShardResult:
+    """First phase of a corpus step: per-document summaries (cached), gathered in a shard bundle;
+    `report` hears of the documents found done at once, then of each computed batch."""
     store = paths.store
     step = step_for(spec)
     assert isinstance(step, CorpusStep)
@@ -174,12 +182,14 @@ def summarize_shard(paths: Paths, spec: StepSpec, refs: list[DocRef]) -> ShardRe
             result.cached += 1
         else:
             missing.append((skey, ref))
+    report(len(refs) - len(missing))
     for batch in batched(missing):
         summaries = step.summarize([store.get_doc(ref.key) for _, ref in batch])
         for (skey, ref), summary in zip(batch, summaries, strict=True):
             store.put("summaries", skey, summary)
             rows[ref.id] = (skey, summary)
             result.computed += 1
+        report(len(batch))
     ordered = sorted(rows.items())
     bundle = paths.state / "bundles" / spec.name / f"{digest_lines(f'{i} {k}' for i, (k, _) in ordered)}.jsonl.gz"
     if not bundle.exists():
@@ -188,8 +198,9 @@ def summarize_shard(paths: Paths, spec: StepSpec, refs: list[DocRef]) -> ShardRe
     return result
 
 
-def build_corpus_index(paths: Paths, spec: StepSpec, bundles: list[str]) -> str:
-    """Second phase of a corpus step: one index over every shard's summaries, saved as JSON."""
+def build_corpus_index(paths: Paths, spec: StepSpec, bundles: list[str], report: Report = no_progress) -> str:
+    """Second phase of a corpus step: one index over every shard's summaries, saved as JSON;
+    `report` hears of each summary as the index takes it in."""
     step = step_for(spec)
     assert isinstance(step, CorpusStep)
     name = digest_lines([spec.fingerprint, *sorted(bundles)])
@@ -200,6 +211,7 @@ def build_corpus_index(paths: Paths, spec: StepSpec, bundles: list[str]) -> str:
             for bundle in sorted(bundles):
                 for doc_id, summary in read_jsonl_gz(Path(bundle)):
                     yield doc_id, summary
+                    report(1)
 
         index = step.build_index(pairs())
         write_jsonl_gz(target, iter([index]))
@@ -217,10 +229,16 @@ def load_index(path: str) -> dict[str, Any]:
     return index
 
 
-def apply_shard(paths: Paths, spec: StepSpec, refs: list[DocRef], bundle: str, index_path: str) -> ShardResult:
+def apply_shard(
+    paths: Paths, spec: StepSpec, refs: list[DocRef], bundle: str, index_path: str, report: Report = no_progress
+) -> ShardResult:
     """Third phase of a corpus step: apply each document's share of the index.
 
-    Records written here, because a document's decision is new, count as `updated`.
+    A record written here for a document that this step had already decided before, under
+    another decision, counts as `updated` (its input is unchanged, a corpus-wide decision is
+    new); the first decision for an input is part of the work counted as `computed`. A marker
+    under `k_{S-1}` and the step's fingerprint remembers that an input has been decided.
+    `report` hears of each batch of documents done.
     """
     store = paths.store
     step = step_for(spec)
@@ -228,21 +246,27 @@ def apply_shard(paths: Paths, spec: StepSpec, refs: list[DocRef], bundle: str, i
     index = load_index(index_path)
     summaries = dict(read_jsonl_gz(Path(bundle)))
     result = ShardResult(refs=[])
-    for ref in refs:
-        if not ref.active:
-            result.refs.append(ref)
-            continue
-        summary = summaries[ref.id]
-        decision = step.decide(index, ref.id, summary)
-        key = chain(ref.key, spec.fingerprint, digest(decision))
-        if store.has("docs", key):
-            status = status_of(store, key)
+    for done, ref in enumerate(refs, 1):
+        if ref.active:
+            summary = summaries[ref.id]
+            decision = step.decide(index, ref.id, summary)
+            key = chain(ref.key, spec.fingerprint, digest(decision))
+            if store.has("docs", key):
+                status = status_of(store, key)
+            else:
+                doc = step.apply(store.get_doc(ref.key), summary, decision)
+                store.put_doc(key, doc)
+                status = doc.status
+                decided = chain(ref.key, spec.fingerprint, "decided")
+                if store.has("decided", decided):
+                    result.updated += 1
+                else:
+                    store.put("decided", decided, True)
+            result.refs.append(DocRef(ref.id, key, status))
         else:
-            doc = step.apply(store.get_doc(ref.key), summary, decision)
-            store.put_doc(key, doc)
-            status = doc.status
-            result.updated += 1
-        result.refs.append(DocRef(ref.id, key, status))
+            result.refs.append(ref)
+        if done % BATCH == 0 or done == len(refs):
+            report(BATCH if done % BATCH == 0 else done % BATCH)
     return result
 
 
@@ -262,13 +286,15 @@ class PublishOutcome:
     changes: dict[str, dict[str, int]] | None = None
 
 
-def publish_corpus(paths: Paths, spec: StepSpec | None, refs: list[DocRef], run: RunInfo) -> PublishOutcome:
+def publish_corpus(
+    paths: Paths, spec: StepSpec | None, refs: list[DocRef], run: RunInfo, report: Report = no_progress
+) -> PublishOutcome:
     """Stream the final records, in id order, through the sink (if any) and gather statistics.
 
     When the same records were already published to the same files (unchanged on disk),
     nothing is rewritten and the stage counts every document as cached. A sink that also
     writes to a database always runs: only the database can tell what it holds, and its
-    sink writes nothing that is already there.
+    sink writes nothing that is already there. `report` hears of each batch of records read.
     """
     store = paths.store
     ordered = sorted(refs, key=lambda r: r.id)
@@ -283,7 +309,7 @@ def publish_corpus(paths: Paths, spec: StepSpec | None, refs: list[DocRef], run:
         return PublishOutcome(list(previous["files"]), CorpusStats(**previous["stats"]), 0, len(ordered))
 
     collector = StatsCollector()
-    docs = collector.observe(store.get_doc(r.key) for r in ordered)
+    docs = collector.observe(reported((store.get_doc(r.key) for r in ordered), report))
     changes: dict[str, dict[str, int]] = {}
     if sink is None:
         for _ in docs:
@@ -298,6 +324,16 @@ def publish_corpus(paths: Paths, spec: StepSpec | None, refs: list[DocRef], run:
     record = {"key": key, "files": hashes, "stats": asdict(stats)}
     write_atomic(state_path, json.dumps(record, indent=1).encode())
     return PublishOutcome(files, stats, len(ordered), 0, changes)
+
+
+def reported(items: Iterator[T], report: Report) -> Iterator[T]:
+    """Pass `items` through, reporting each batch of them as it goes by."""
+    count = 0
+    for count, item in enumerate(items, 1):
+        yield item
+        if count % BATCH == 0:
+            report(BATCH)
+    report(count % BATCH)
 
 
 def outputs_intact(out_dir: Path, hashes: dict[str, str]) -> bool:
