@@ -74,7 +74,8 @@ def shard_done(stage: str, shard: int, size: int) -> None:
     (all of it when it ran in another process or Prefect served it from its cache)."""
     with _reported_lock:
         reported = _reported.pop((stage, shard), 0)
-    _listener.advance(stage, size - reported)
+    if size != reported:
+        _listener.advance(stage, size - reported)
 
 
 def no_progress(done: int) -> None:

@@ -1,0 +1,250 @@
+"""`textmill run` while it runs, as a user sees it in a terminal: progress, failures, Ctrl-C,
+the summary, and the logs a watched Prefect server receives."""
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from typer.testing import CliRunner
+
+from conftest import CONFIG, REPO, SEEDS, shared_path
+from flowkit import run_flow, set_option
+from textmill.flows.cli import app
+from textmill.flows.progress import set_listener
+
+TEXTMILL = [sys.executable, "-m", "textmill.flows.cli"]
+INTERRUPTED = "interrupted; the next run resumes from the cache"
+
+
+def cli_env(**extra: str) -> dict[str, str]:
+    """The environment of a user's shell: no test-only logging level, a fixed terminal width."""
+    env = {**os.environ, "COLUMNS": "100", **extra}
+    env.pop("PREFECT_LOGGING_LEVEL", None)
+    return env
+
+
+def textmill(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [*TEXTMILL, *args], cwd=REPO, env=env or cli_env(), capture_output=True, text=True, timeout=600
+    )
+
+
+def bars(stderr: str) -> str:
+    """stderr with elapsed times and bar glyphs normalised: `stage  done/total` per line."""
+    text = re.sub(r" ?\d+:\d\d:\d\d", "", stderr)
+    text = re.sub(r"[━╸╺]+", "", text)
+    return "\n".join(re.sub(r"\s{2,}", "  ", line).rstrip() for line in text.splitlines())
+
+
+def test_help_shows_every_default() -> None:
+    runner = CliRunner()
+    expected = {
+        "run": [
+            "Pipeline config. [default: (config/pipeline.toml)]",
+            "Output folder (also holds the cache, in .textmill/). [default: out]",
+            "threads (one process) or dask (worker processes). [default: ([run] runner)]",
+            "Shard tasks at once: threads, or local Dask worker processes. [default: ([run] workers)]",
+        ],
+        "serve": [
+            "Pipeline config. [default: (config/pipeline.toml)]",
+            "Deployment name. [default: (textmill-<corpus folder>)]",
+            "[default: ([run] runner)]",
+        ],
+        "search": ["Most hits to print. [default: 10]"],
+    }
+    for command, lines in expected.items():
+        result = runner.invoke(app, [command, "--help"], env={"COLUMNS": "250", "TERMINAL_WIDTH": "250"})
+        assert result.exit_code == 0, result.output
+        for line in lines:
+            assert line in result.output, f"{command}: {line!r} not in\n{result.output}"
+
+
+# --- a failure: one line naming the step and the shard ----------------------------------------
+
+PLUGIN = '''
+from textmill.tasks.base import DocumentStep, StepOptions
+
+
+class FailingStep(DocumentStep):
+    """Raises, to test how a failure is reported."""
+
+    name = "wordcount"
+    version = "1"
+    Options = StepOptions
+
+    def process(self, docs):
+        raise RuntimeError("wordcount was told to fail")
+'''
+
+
+def failing_setup(tmp_path: Path) -> tuple[Path, dict[str, str]]:
+    """A config with a `wordcount` step that always raises, and an environment that installs it
+    (a throwaway distribution on PYTHONPATH, found through its entry point)."""
+    site = tmp_path / "site"
+    dist = site / "textmill_failing-0.1.dist-info"
+    dist.mkdir(parents=True)
+    (site / "textmill_failing.py").write_text(PLUGIN)
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: textmill-failing\nVersion: 0.1\n")
+    (dist / "entry_points.txt").write_text("[textmill.steps]\nwordcount = textmill_failing:FailingStep\n")
+    folder = tmp_path / "config"
+    shutil.copytree(CONFIG.parent, folder, ignore=shutil.ignore_patterns("__pycache__", "__init__.py"))
+    config = folder / "pipeline.toml"
+    config.write_text(config.read_text().replace('steps = ["clean", "dedupe"', 'steps = ["clean", "wordcount", "dedupe"'))
+    return config, cli_env(PYTHONPATH=os.pathsep.join([str(site), os.environ.get("PYTHONPATH", "")]))
+
+
+@pytest.mark.slow
+def test_a_failing_step_prints_one_line_and_the_traceback_only_when_verbose(tmp_path: Path) -> None:
+    config, env = failing_setup(tmp_path)
+    quiet = textmill("run", str(SEEDS), "--out", str(tmp_path / "out"), "--config", str(config), env=env)
+    assert quiet.returncode == 1
+    assert bars(quiet.stderr) == "\n".join([
+        "read  5/5",
+        "clean  5/5",
+        "wordcount failed  0/5",
+        "error: wordcount failed on shard 0: RuntimeError: wordcount was told to fail",
+    ])
+    assert quiet.stdout == ""
+
+    verbose = textmill("run", str(SEEDS), "--out", str(tmp_path / "out"), "--config", str(config), "-v", env=env)
+    assert verbose.returncode == 1
+    assert "Traceback (most recent call last)" in verbose.stderr
+    assert 'raise RuntimeError("wordcount was told to fail")' in verbose.stderr
+    assert "error: wordcount failed on shard 0: RuntimeError: wordcount was told to fail" in verbose.stderr.splitlines()
+
+
+# --- Ctrl-C -----------------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_ctrl_c_stops_within_5_s_with_one_line_and_the_next_run_resumes(tmp_path: Path) -> None:
+    corpus = tmp_path / "bbc300"
+    corpus.mkdir()
+    bbc = shared_path("corpora", "bbc")
+    for topic in ("business", "sport", "tech"):
+        for source in sorted((bbc / topic).glob("*.txt"))[:100]:
+            shutil.copy(source, corpus / f"{topic}_{source.name}")
+    out = tmp_path / "out"
+    listings = out / ".textmill" / "store" / "listings"
+    # Its own process group, as a terminal runs it: Ctrl-C reaches textmill and every process
+    # it started (Prefect's temporary API server among them).
+    run = subprocess.Popen(
+        [*TEXTMILL, "run", str(corpus), "--out", str(out)], cwd=REPO, env=cli_env(),
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
+    )
+    deadline = time.monotonic() + 240
+    while not any(listings.rglob("*.json.gz")):  # the read stage has finished a file
+        assert run.poll() is None and time.monotonic() < deadline, run.communicate()
+        time.sleep(0.05)
+    os.killpg(run.pid, signal.SIGINT)
+    interrupted = time.monotonic()
+    stdout, stderr = run.communicate(timeout=30)
+    took = time.monotonic() - interrupted
+    assert run.returncode == 130, stderr
+    assert took < 5, f"exited {took:.1f} s after Ctrl-C"
+    lines = stderr.splitlines()
+    assert lines[-1] == INTERRUPTED, stderr
+    assert len(lines) <= 4 and all(re.match(r"(read|clean|dedupe) ", line) for line in lines[:-1]), stderr
+    assert stdout == ""
+
+    again = textmill("run", str(corpus), "--out", str(out))
+    assert again.returncode == 0, again.stderr
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["read"]["cached"] + manifest["steps"]["clean"]["cached"] > 0
+    assert manifest["documents"] == 300
+
+
+# --- progress, summary and the updated count ----------------------------------------------------
+
+
+class Recorder:
+    """A progress listener that keeps every call."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, str, Any]] = []
+
+    def start(self, stage: str, total: int | None) -> None:
+        self.calls.append(("start", stage, total))
+
+    def advance(self, stage: str, done: int) -> None:
+        self.calls.append(("advance", stage, done))
+
+    def finish(self, stage: str, failed: bool = False) -> None:
+        self.calls.append(("finish", stage, failed))
+
+    def of(self, stage: str) -> list[tuple[str, Any]]:
+        return [(kind, value) for kind, name, value in self.calls if name == stage]
+
+
+@pytest.mark.slow
+def test_progress_moves_per_batch_with_threads(prefect_server: None, config_copy: Path, tmp_path: Path) -> None:
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    for n in range(130):
+        (corpus / f"{n:03}.txt").write_text(f"Report number {n} from the city council. " * (1 + n % 7) + f"Item {n * 7919}.\n")
+    config_copy.write_text(config_copy.read_text().replace(
+        'steps = ["clean", "dedupe", "language", "entities", "publish"]', 'steps = ["clean", "dedupe", "publish"]'
+    ))
+    set_option(config_copy, "steps.publish", 'formats = ["jsonl"]')
+    recorder = Recorder()
+    set_listener(recorder)
+    try:
+        run_flow(corpus, tmp_path / "out", config_copy)
+    finally:
+        set_listener(None)
+    batches = [("start", 130), ("advance", 64), ("advance", 64), ("advance", 2), ("finish", False)]
+    assert recorder.of("clean") == batches
+    assert recorder.of("dedupe") == batches
+    assert recorder.of("dedupe:apply") == batches
+    assert recorder.of("publish") == batches
+    assert recorder.of("dedupe:index") == [("start", 130), *[("advance", 1)] * 130, ("finish", False)]
+    assert recorder.of("read") == [("start", 130), *[("advance", 1)] * 130, ("finish", False)]
+
+    again = Recorder()  # a warm run: Prefect serves each shard from its cache, all at once
+    set_listener(again)
+    try:
+        run_flow(corpus, tmp_path / "out", config_copy)
+    finally:
+        set_listener(None)
+    assert again.of("clean") == [("start", 130), ("advance", 130), ("finish", False)]
+
+
+@pytest.mark.slow
+def test_summary_shows_new_files_and_updated_means_re_decided(seeds_copy: Path, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    cold = textmill("run", str(seeds_copy), "--out", str(out))
+    assert cold.returncode == 0, cold.stderr
+    assert "│ new or changed files │ 5 read this run; 0 unchanged, from the cache" in cold.stdout
+    steps = json.loads((out / "manifest.json").read_text())["steps"]
+    assert {name: s["updated"] for name, s in steps.items()} == {
+        "clean": 0, "dedupe": 0, "language": 0, "entities": 0, "publish": 0,
+    }
+    assert bars(cold.stderr) == "\n".join([
+        "read  5/5", "clean  5/5", "dedupe  5/5", "dedupe index  5/5", "dedupe apply  5/5", "language  5/5",
+        "entities  5/5", "entities index  3/3", "entities apply  5/5", "publish  5/5",
+    ])
+
+    # A longer copy of the cluster's canonical article becomes the new canonical: the three
+    # earlier members are re-decided (updated), the new file is decided for the first time.
+    head, rest = (seeds_copy / "001_08a746c966a0006a.txt").read_text().split("\n", 1)
+    (seeds_copy / "005_longer_copy.txt").write_text(
+        head + "\nThe Kremlin said the drones were disabled by electronic warfare systems and that "
+        "no one was hurt. Officials in Kyiv denied any involvement in the incident overnight.\n" + rest
+    )
+    warm = textmill("run", str(seeds_copy), "--out", str(out))
+    assert warm.returncode == 0, warm.stderr
+    assert "│ new or changed files │ 1 read this run; 5 unchanged, from the cache" in warm.stdout
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["largest_clusters"] == [{"canonical": "005_longer_copy.txt", "documents": 4}]
+    dedupe = manifest["steps"]["dedupe"]
+    assert (dedupe["computed"], dedupe["cached"], dedupe["updated"]) == (1, 5, 3)
