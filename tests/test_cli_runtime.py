@@ -128,12 +128,7 @@ def test_a_failing_step_prints_one_line_and_the_traceback_only_when_verbose(tmp_
 
 @pytest.mark.slow
 def test_ctrl_c_stops_within_5_s_with_one_line_and_the_next_run_resumes(tmp_path: Path) -> None:
-    corpus = tmp_path / "bbc300"
-    corpus.mkdir()
-    bbc = shared_path("corpora", "bbc")
-    for topic in ("business", "sport", "tech"):
-        for source in sorted((bbc / topic).glob("*.txt"))[:100]:
-            shutil.copy(source, corpus / f"{topic}_{source.name}")
+    corpus = bbc_copy(tmp_path / "bbc300")
     out = tmp_path / "out"
     listings = out / ".textmill" / "store" / "listings"
     # Its own process group, as a terminal runs it: Ctrl-C reaches textmill and every process
@@ -248,3 +243,73 @@ def test_summary_shows_new_files_and_updated_means_re_decided(seeds_copy: Path, 
     assert manifest["largest_clusters"] == [{"canonical": "005_longer_copy.txt", "documents": 4}]
     dedupe = manifest["steps"]["dedupe"]
     assert (dedupe["computed"], dedupe["cached"], dedupe["updated"]) == (1, 5, 3)
+
+
+# --- a watched server: INFO logs in the UI, a terse terminal, a crash recorded on Ctrl-C --------
+
+from test_serve import prefect_api  # noqa: E402,F401 - the `prefect server start` fixture
+
+
+def server_logs(api_url: str, run_id: str) -> list[dict[str, Any]]:
+    body = {"logs": {"flow_run_id": {"any_": [run_id]}}, "sort": "TIMESTAMP_ASC", "limit": 200}
+    response = httpx.post(f"{api_url}/logs/filter", json=body, timeout=10)
+    response.raise_for_status()
+    return response.json()
+
+
+def bbc_copy(target: Path, per_topic: int = 100) -> Path:
+    """The first `per_topic` articles of three BBC topics: a run that takes a while."""
+    target.mkdir()
+    bbc = shared_path("corpora", "bbc")
+    for topic in ("business", "sport", "tech"):
+        for source in sorted((bbc / topic).glob("*.txt"))[:per_topic]:
+            shutil.copy(source, target / f"{topic}_{source.name}")
+    return target
+
+
+@pytest.mark.slow
+def test_a_watched_run_sends_info_logs_to_the_server_and_none_to_the_terminal(prefect_api: str, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    env = cli_env(PREFECT_API_URL=prefect_api, PREFECT_HOME=str(tmp_path / "client-home"))
+    done = textmill("run", str(SEEDS), "--out", str(out), env=env)
+    assert done.returncode == 0, done.stderr
+    assert bars(done.stderr) == "\n".join([
+        "read  5/5", "clean  5/5", "dedupe  5/5", "dedupe index  5/5", "dedupe apply  5/5", "language  5/5",
+        "entities  5/5", "entities index  3/3", "entities apply  5/5", "publish  5/5",
+    ])
+    run_id = json.loads((out / "manifest.json").read_text())["run_id"]
+    info = {entry["message"] for entry in server_logs(prefect_api, run_id) if entry["level"] == 20}
+    for line in (
+        "5 files in 1 shards; steps: clean, dedupe, language, entities, publish",
+        "read-0: 5 computed, 0 cached, 0 skipped",
+        "clean: 5 computed, 0 cached, 0 skipped",
+        "dedupe: 5 computed, 0 cached, 0 skipped",
+        "language: 3 computed, 0 cached, 2 skipped",
+        "entities: 3 computed, 0 cached, 2 skipped",
+        "done: 2 duplicate, 3 ok",
+    ):
+        assert line in info, sorted(info)
+
+
+@pytest.mark.slow
+def test_ctrl_c_on_a_watched_run_marks_it_crashed(prefect_api: str, tmp_path: Path) -> None:
+    corpus = bbc_copy(tmp_path / "bbc300")
+    out = tmp_path / "out"
+    env = cli_env(PREFECT_API_URL=prefect_api, PREFECT_HOME=str(tmp_path / "client-home"))
+    run = subprocess.Popen(
+        [*TEXTMILL, "run", str(corpus), "--out", str(out)], cwd=REPO, env=env,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
+    )
+    listings = out / ".textmill" / "store" / "listings"
+    deadline = time.monotonic() + 240
+    while not any(listings.rglob("*.json.gz")):
+        assert run.poll() is None and time.monotonic() < deadline, run.communicate()
+        time.sleep(0.05)
+    os.killpg(run.pid, signal.SIGINT)
+    interrupted = time.monotonic()
+    _, stderr = run.communicate(timeout=30)
+    assert run.returncode == 130 and time.monotonic() - interrupted < 5, stderr
+    assert stderr.splitlines()[-1] == INTERRUPTED
+    body = {"flow_runs": {"name": {"any_": ["textmill-bbc300"]}}}
+    runs = httpx.post(f"{prefect_api}/flow_runs/filter", json=body, timeout=10).json()
+    assert [(r["state_type"], r["state"]["message"]) for r in runs] == [("CRASHED", "Interrupted by the user (Ctrl-C)")]
