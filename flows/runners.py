@@ -88,10 +88,9 @@ def ensure_api_server() -> Any | None:
     from prefect.server.api.server import SubprocessASGIServer
 
     global _temporary_api_url, _temporary_server
-    server = SubprocessASGIServer()
+    server = _temporary_server = SubprocessASGIServer()
     server.start()
     os.environ["PREFECT_API_URL"] = _temporary_api_url = server.api_url
-    _temporary_server = server
     return server
 
 
