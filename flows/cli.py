@@ -12,7 +12,7 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from textmill.flows.logs import keep_run_logs_off_terminal, quiet_terminal_env
+from textmill.flows.logs import quiet_terminal_env
 from textmill.tasks.base import ConfigError
 
 CONFIG_OPTION = typer.Option(None, "--config", help="Pipeline config.", show_default="config/pipeline.toml")
@@ -116,8 +116,6 @@ def run(
     from textmill.flows.progress import set_listener
     from textmill.flows.runners import ensure_api_server
 
-    if not verbose:
-        keep_run_logs_off_terminal()
     cfg = checked_config(config, corpus, out)
     if publish:
         publish = postgres_dsn_without_password(publish)

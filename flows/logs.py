@@ -3,22 +3,27 @@
 Prefect sends each record to two handlers, `console` and `api` (its `logging.yml`). The level
 of the loggers (PREFECT_LOGGING_LEVEL) applies to both, so lowering it to keep the terminal
 quiet also left the Prefect UI without a run's logs. Instead the loggers stay at Prefect's
-default (INFO) and only the console handler is raised to WARNING. The run's own records
-(`prefect.flow_runs`, `prefect.task_runs`: shard counts, a failed task's state, the flow's
-traceback) stay off the terminal altogether: the CLI shows progress, the summary, or one line
-naming the failed step and shard. `--verbose` shows everything.
+default (INFO) and only the console handler changes (`terminal_logging.yml`, Prefect's file
+with that handler at WARNING and the `OutsideRuns` filter): the run's own records (shard
+counts, a failed task's state, the flow's traceback) stay off the terminal, where the CLI
+shows progress, the summary, or one line naming the failed step and shard. The setting is an
+environment variable, so Dask worker processes and Prefect's temporary server follow it too.
+`--verbose` keeps Prefect's own configuration: everything.
 """
 from __future__ import annotations
 
 import logging
 import os
+from pathlib import Path
 
+TERMINAL_LOGGING = Path(__file__).with_name("terminal_logging.yml")
 RUN_LOGGERS = ("prefect.flow_runs", "prefect.task_runs")
 
 
 def quiet_terminal_env() -> None:
-    """Before Prefect is imported: the console handler at WARNING (Dask workers inherit it)."""
-    os.environ.setdefault("PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL", "WARNING")
+    """Before Prefect is imported: use `terminal_logging.yml`, unless the user has a logging
+    file of their own; Dask's own logs at WARNING."""
+    os.environ.setdefault("PREFECT_LOGGING_SETTINGS_PATH", str(TERMINAL_LOGGING))
     os.environ.setdefault("DASK_LOGGING__DISTRIBUTED", "warning")
 
 
@@ -27,12 +32,3 @@ class OutsideRuns(logging.Filter):
 
     def filter(self, record: logging.LogRecord) -> bool:
         return not record.name.startswith(RUN_LOGGERS)
-
-
-def keep_run_logs_off_terminal() -> None:
-    """After Prefect has configured logging: filter the run loggers out of its console handler."""
-    from prefect.logging.handlers import PrefectConsoleHandler
-
-    for handler in logging.getLogger().handlers:
-        if isinstance(handler, PrefectConsoleHandler) and not any(isinstance(f, OutsideRuns) for f in handler.filters):
-            handler.addFilter(OutsideRuns())

@@ -106,15 +106,18 @@ def failing_setup(tmp_path: Path) -> tuple[Path, dict[str, str]]:
 @pytest.mark.slow
 def test_a_failing_step_prints_one_line_and_the_traceback_only_when_verbose(tmp_path: Path) -> None:
     config, env = failing_setup(tmp_path)
-    quiet = textmill("run", str(SEEDS), "--out", str(tmp_path / "out"), "--config", str(config), env=env)
-    assert quiet.returncode == 1
-    assert bars(quiet.stderr) == "\n".join([
-        "read  5/5",
-        "clean  5/5",
-        "wordcount failed  0/5",
-        "error: wordcount failed on shard 0: RuntimeError: wordcount was told to fail",
-    ])
-    assert quiet.stdout == ""
+    for runner in ("threads", "dask"):  # on Dask the task runs, and their logs, are in worker processes
+        quiet = textmill(
+            "run", str(SEEDS), "--out", str(tmp_path / runner), "--config", str(config), "--runner", runner, env=env
+        )
+        assert quiet.returncode == 1
+        assert bars(quiet.stderr) == "\n".join([
+            "read  5/5",
+            "clean  5/5",
+            "wordcount failed  0/5",
+            "error: wordcount failed on shard 0: RuntimeError: wordcount was told to fail",
+        ]), runner
+        assert quiet.stdout == ""
 
     verbose = textmill("run", str(SEEDS), "--out", str(tmp_path / "out"), "--config", str(config), "-v", env=env)
     assert verbose.returncode == 1

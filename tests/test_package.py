@@ -23,6 +23,7 @@ def test_wheel_installs_only_the_textmill_package(tmp_path: Path) -> None:
     assert "textmill/flows/cli.py" in names
     assert "textmill/config/pipeline.toml" in names
     assert "textmill/config/boilerplate.toml" in names
+    assert "textmill/flows/terminal_logging.yml" in names
     assert "textmill/tasks/migrations/0001_initial.sql" in names
     entry_points = next(n for n in names if n.endswith("entry_points.txt"))
     text = zipfile.ZipFile(wheel).read(entry_points).decode()
