@@ -413,8 +413,9 @@ def test_dsn_password_never_reaches_logs_artifacts_manifest_or_errors(pg_dsn: st
         [sys.executable, "-m", "textmill.flows.cli", "run", str(SEEDS), "--out", str(tmp_path / "out2"), "--config", str(config), "--publish", missing, "-v"],
         capture_output=True, text=True, env=env, cwd=REPO, timeout=300,
     )
-    assert failed.returncode == 1
+    assert failed.returncode == 2, "a database that does not exist is found before any work"
     assert 'database "textmill_no_such_db" does not exist' in failed.stderr
+    assert not (tmp_path / "out2" / "manifest.json").exists()
 
     for text in (ok.stdout, ok.stderr, failed.stdout, failed.stderr):
         assert password not in text
