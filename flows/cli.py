@@ -81,7 +81,8 @@ class RichProgress:
     def finish(self, stage: str, failed: bool = False) -> None:
         bar = self.bars[stage]
         if failed:
-            self.progress.update(bar, description=f"[red]{stage.replace(':', ' ')} failed[/]")
+            label = f"{stage.replace(':', ' ')} failed"
+            self.progress.update(bar, description=f"[red]{label:<18}[/]")  # padded here: markup is not text
             self.progress.stop_task(bar)
         else:
             self.progress.update(bar, completed=self.progress.tasks[bar].total)
