@@ -12,7 +12,7 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from textmill.flows.logs import quiet_terminal_env
+from textmill.flows.logs import terminal_logging_env
 from textmill.tasks.base import ConfigError
 
 CONFIG_OPTION = typer.Option(None, "--config", help="Pipeline config.", show_default="config/pipeline.toml")
@@ -109,8 +109,7 @@ def run(
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     # Prefect's default of 20 s is too short for its temporary server on a busy 2-core machine.
     os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "90")
-    if not verbose:
-        quiet_terminal_env()
+    terminal_logging_env(verbose)
     from textmill.flows.config import publish_to_postgres
     from textmill.flows.interrupt import exit_on_interrupt
     from textmill.flows.pipeline import failed_in, textmill

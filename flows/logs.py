@@ -20,9 +20,14 @@ TERMINAL_LOGGING = Path(__file__).with_name("terminal_logging.yml")
 RUN_LOGGERS = ("prefect.flow_runs", "prefect.task_runs")
 
 
-def quiet_terminal_env() -> None:
-    """Before Prefect is imported: use `terminal_logging.yml`, unless the user has a logging
-    file of their own; Dask's own logs at WARNING."""
+def terminal_logging_env(verbose: bool) -> None:
+    """Before Prefect is imported: unless `verbose`, use `terminal_logging.yml` (but a logging
+    file of the user's own wins) and Dask's own logs at WARNING. `verbose` also undoes an
+    earlier quiet run in the same process, since the setting lives in the environment."""
+    if verbose:
+        if os.environ.get("PREFECT_LOGGING_SETTINGS_PATH") == str(TERMINAL_LOGGING):
+            del os.environ["PREFECT_LOGGING_SETTINGS_PATH"]
+        return
     os.environ.setdefault("PREFECT_LOGGING_SETTINGS_PATH", str(TERMINAL_LOGGING))
     os.environ.setdefault("DASK_LOGGING__DISTRIBUTED", "warning")
 
