@@ -130,14 +130,16 @@ def test_a_failing_step_prints_one_line_and_the_traceback_only_when_verbose(tmp_
 
 
 @pytest.mark.slow
-def test_ctrl_c_stops_within_5_s_with_one_line_and_the_next_run_resumes(tmp_path: Path) -> None:
+def test_ctrl_c_stops_within_5_s_with_one_line_and_the_next_run_resumes(config_copy: Path, tmp_path: Path) -> None:
     corpus = bbc_copy(tmp_path / "bbc300")
     out = tmp_path / "out"
     listings = out / ".textmill" / "store" / "listings"
+    # Without entities the resumed run finishes in seconds; the interrupt comes during reading.
+    set_option(config_copy, "pipeline", 'steps = ["clean", "dedupe", "language", "publish"]')
     # Its own process group, as a terminal runs it: Ctrl-C reaches textmill and every process
     # it started (Prefect's temporary API server among them).
     run = subprocess.Popen(
-        [*TEXTMILL, "run", str(corpus), "--out", str(out)], cwd=REPO, env=cli_env(),
+        [*TEXTMILL, "run", str(corpus), "--out", str(out), "--config", str(config_copy)], cwd=REPO, env=cli_env(),
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
     )
     deadline = time.monotonic() + 240
@@ -155,7 +157,7 @@ def test_ctrl_c_stops_within_5_s_with_one_line_and_the_next_run_resumes(tmp_path
     assert len(lines) <= 4 and all(re.match(r"(read|clean|dedupe) ", line) for line in lines[:-1]), stderr
     assert stdout == ""
 
-    again = textmill("run", str(corpus), "--out", str(out))
+    again = textmill("run", str(corpus), "--out", str(out), "--config", str(config_copy))
     assert again.returncode == 0, again.stderr
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["read"]["cached"] + manifest["steps"]["clean"]["cached"] > 0
@@ -219,10 +221,15 @@ def test_progress_moves_per_batch_with_threads(prefect_server: None, config_copy
 
 @pytest.mark.slow
 def test_summary_shows_new_files_and_updated_means_re_decided(seeds_copy: Path, tmp_path: Path) -> None:
+    """The summary table on stdout, bars on stderr; then one file added to the same output folder."""
     out = tmp_path / "out"
     cold = textmill("run", str(seeds_copy), "--out", str(out))
     assert cold.returncode == 0, cold.stderr
+    assert "textmill summary" in cold.stdout
+    for row in ("files in", "duplicates", "rejected", "languages", "top entities", "computed", "cached"):
+        assert row in cold.stdout
     assert "│ new or changed files │ 5 read this run; 0 unchanged, from the cache" in cold.stdout
+    assert json.loads((out / "manifest.json").read_text())["counts"] == {"duplicate": 2, "ok": 3}
     steps = json.loads((out / "manifest.json").read_text())["steps"]
     assert {name: s["updated"] for name, s in steps.items()} == {
         "clean": 0, "dedupe": 0, "language": 0, "entities": 0, "publish": 0,
