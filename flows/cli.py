@@ -90,7 +90,7 @@ class RichProgress:
 
 @app.command()
 def run(
-    corpus: Path = typer.Argument(..., parser=corpus_path, help="Folder of .txt, .md, .html/.htm and .jsonl files (searched recursively)."),
+    corpus: Path = typer.Argument(..., parser=corpus_path, metavar="CORPUS", help="Folder of .txt, .md, .html/.htm and .jsonl files (searched recursively)."),
     out: Path = typer.Option(Path("out"), "--out", parser=out_path, help="Output folder (also holds the cache, in .textmill/)."),
     config: Optional[Path] = CONFIG_OPTION,
     publish: Optional[str] = typer.Option(
@@ -150,7 +150,7 @@ def run(
 
 @app.command()
 def serve(
-    corpus: Path = typer.Argument(..., parser=corpus_path, help="Folder to process on every scheduled run."),
+    corpus: Path = typer.Argument(..., parser=corpus_path, metavar="CORPUS", help="Folder to process on every scheduled run."),
     out: Path = typer.Option(Path("out"), "--out", parser=out_path, help="Output folder (also holds the cache, so runs are incremental)."),
     config: Optional[Path] = CONFIG_OPTION,
     cron: Optional[str] = typer.Option(None, "--cron", help='Cron schedule, e.g. "0 * * * *" (hourly).'),
