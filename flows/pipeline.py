@@ -49,6 +49,10 @@ from textmill.tasks.base import RunInfo
 from textmill.tasks.read import DiscoveryReport, SourceFile, discover
 
 
+# Parameters that only shape a task's counts, never its output: not part of its cache key.
+COUNT_ONLY_PARAMETERS = frozenset({"fresh"})
+
+
 def cache_key(context: TaskRunContext, parameters: dict[str, Any]) -> str:
     """Key a shard task by what determines its output: step fingerprint and member keys.
 
@@ -56,6 +60,8 @@ def cache_key(context: TaskRunContext, parameters: dict[str, Any]) -> str:
     """
     parts = [context.task.name]
     for name in sorted(parameters):
+        if name in COUNT_ONLY_PARAMETERS:
+            continue
         value = parameters[name]
         if isinstance(value, list) and value and isinstance(value[0], DocRef):
             parts.append(digest_lines(f"{r.id} {r.key} {r.status}" for r in value))
@@ -112,10 +118,10 @@ def index_task(paths: Paths, step: StepSpec, bundles: list[str]) -> str:
 
 @task(name="apply")
 def apply_task(
-    paths: Paths, step: StepSpec, shard_no: int, refs: list[DocRef], bundle: str, index: str
+    paths: Paths, step: StepSpec, shard_no: int, refs: list[DocRef], bundle: str, index: str, fresh: list[str]
 ) -> ShardResult:
-    """Apply a corpus-scope step's index to one shard."""
-    return shard.apply_shard(paths, step, refs, bundle, index, shard_progress(f"{step.name}:apply", shard_no))
+    """Apply a corpus-scope step's index to one shard (`fresh`: ids summarized this run, for the counts)."""
+    return shard.apply_shard(paths, step, refs, bundle, index, fresh, shard_progress(f"{step.name}:apply", shard_no))
 
 
 @task(name="publish")
@@ -266,7 +272,7 @@ class Runner:
                 failures.append((n, exc))
                 continue
             if future.state.name == "Cached":
-                result = replace(result, computed=0, updated=0, cached=result.computed + result.cached)
+                result = replace(result, computed=0, updated=0, cached=result.computed + result.cached, fresh=[])
             results[n] = result
             shard_done(stage, n, sizes[n])
             self.task_finished(stage)
@@ -387,7 +393,10 @@ def run_corpus_step(
     runner.stages[step.name].seconds += time.perf_counter() - started
     apply = runner.configure(apply_task, f"{step.name}-{{shard_no}}", step.name)
     applied = runner.map_shards(
-        f"{step.name}:apply", lambda n: apply.submit(paths, step, n, refs[n], bundles[n], index_path), shards, sizes
+        f"{step.name}:apply",
+        lambda n: apply.submit(paths, step, n, refs[n], bundles[n], index_path, summaries[n].fresh),
+        shards,
+        sizes,
     )
     apply_stats = runner.stages.pop(f"{step.name}:apply")
     runner.stages[step.name].seconds += apply_stats.seconds

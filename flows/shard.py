@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import threading
 from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -60,6 +60,7 @@ class ShardResult:
     skipped: int = 0
     updated: int = 0
     bundle: str | None = None
+    fresh: list[str] = field(default_factory=list)  # ids a corpus step summarized for the first time
 
 
 @dataclass(frozen=True)
@@ -189,6 +190,7 @@ def summarize_shard(paths: Paths, spec: StepSpec, refs: list[DocRef], report: Re
             store.put("summaries", skey, summary)
             rows[ref.id] = (skey, summary)
             result.computed += 1
+            result.fresh.append(ref.id)
         report(len(batch))
     ordered = sorted(rows.items())
     bundle = paths.state / "bundles" / spec.name / f"{digest_lines(f'{i} {k}' for i, (k, _) in ordered)}.jsonl.gz"
@@ -230,21 +232,27 @@ def load_index(path: str) -> dict[str, Any]:
 
 
 def apply_shard(
-    paths: Paths, spec: StepSpec, refs: list[DocRef], bundle: str, index_path: str, report: Report = no_progress
+    paths: Paths,
+    spec: StepSpec,
+    refs: list[DocRef],
+    bundle: str,
+    index_path: str,
+    fresh: list[str] | None = None,
+    report: Report = no_progress,
 ) -> ShardResult:
     """Third phase of a corpus step: apply each document's share of the index.
 
-    A record written here for a document that this step had already decided before, under
-    another decision, counts as `updated` (its input is unchanged, a corpus-wide decision is
-    new); the first decision for an input is part of the work counted as `computed`. A marker
-    under `k_{S-1}` and the step's fingerprint remembers that an input has been decided.
-    `report` hears of each batch of documents done.
+    A record written here for a document whose summary was already in the store counts as
+    `updated`: this step had decided its unchanged input before, and a corpus-wide decision is
+    new. For the documents in `fresh`, summarized for the first time in this run, the first
+    decision is part of the work counted as `computed`. `report` hears of each batch done.
     """
     store = paths.store
     step = step_for(spec)
     assert isinstance(step, CorpusStep)
     index = load_index(index_path)
     summaries = dict(read_jsonl_gz(Path(bundle)))
+    first_time = set(fresh or ())
     result = ShardResult(refs=[])
     for done, ref in enumerate(refs, 1):
         if ref.active:
@@ -257,11 +265,8 @@ def apply_shard(
                 doc = step.apply(store.get_doc(ref.key), summary, decision)
                 store.put_doc(key, doc)
                 status = doc.status
-                decided = chain(ref.key, spec.fingerprint, "decided")
-                if store.has("decided", decided):
+                if ref.id not in first_time:
                     result.updated += 1
-                else:
-                    store.put("decided", decided, True)
             result.refs.append(DocRef(ref.id, key, status))
         else:
             result.refs.append(ref)
