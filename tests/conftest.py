@@ -105,6 +105,25 @@ def seeds_run(prefect_server: None, tmp_path_factory: pytest.TempPathFactory) ->
     return SeedsRun(out, first, second, before, published_files(out))
 
 
+@pytest.fixture(scope="session")
+def prefect_api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """`prefect server start` on 127.0.0.1, a free port and its own PREFECT_HOME, up once its
+    health endpoint answers; stopped by its process id (bench.measure.PrefectServer). One per
+    session (per xdist worker): tests tell their runs apart by run id or deployment name."""
+    from bench.measure import PrefectServer
+
+    home = tmp_path_factory.mktemp("prefect-server")
+    env = {
+        **os.environ,
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        "PREFECT_SERVER_SERVICES_SCHEDULER_LOOP_SECONDS": "2",
+        "PREFECT_UI_ENABLED": "false",
+    }
+    env.pop("PREFECT_API_URL", None)
+    with PrefectServer(home, env, home / "server.log") as server:
+        yield server.url
+
+
 @pytest.fixture
 def seeds_copy(tmp_path: Path) -> Path:
     """A private copy of the seeds that a test may add files to."""

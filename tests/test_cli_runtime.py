@@ -106,9 +106,10 @@ def failing_setup(tmp_path: Path) -> tuple[Path, dict[str, str]]:
 @pytest.mark.slow
 def test_a_failing_step_prints_one_line_and_the_traceback_only_when_verbose(tmp_path: Path) -> None:
     config, env = failing_setup(tmp_path)
-    for runner in ("threads", "dask"):  # on Dask the task runs, and their logs, are in worker processes
+    for runner in ("threads", "dask"):  # on Dask the task runs, and their logs, are in a worker process
         quiet = textmill(
-            "run", str(SEEDS), "--out", str(tmp_path / runner), "--config", str(config), "--runner", runner, env=env
+            "run", str(SEEDS), "--out", str(tmp_path / runner), "--config", str(config), "--runner", runner,
+            "--workers", "1", env=env,
         )
         assert quiet.returncode == 1
         assert bars(quiet.stderr) == "\n".join([
@@ -257,7 +258,6 @@ def test_summary_shows_new_files_and_updated_means_re_decided(seeds_copy: Path, 
 
 # --- a watched server: INFO logs in the UI, a terse terminal, a crash recorded on Ctrl-C --------
 
-from test_serve import prefect_api  # noqa: E402,F401 - the `prefect server start` fixture
 
 
 def server_logs(api_url: str, run_id: str) -> list[dict[str, Any]]:

@@ -8,33 +8,15 @@ import subprocess
 import sys
 import time
 from datetime import datetime
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
 
-from bench.measure import PrefectServer
 from conftest import REPO, SEEDS, stop
 from flowkit import set_option
 
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture(scope="module")
-def prefect_api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """`prefect server start` on 127.0.0.1, a free port and its own PREFECT_HOME, up once its
-    health endpoint answers; stopped by its process id (bench.measure.PrefectServer)."""
-    home = tmp_path_factory.mktemp("prefect-server")
-    env = {
-        **os.environ,
-        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-        "PREFECT_SERVER_SERVICES_SCHEDULER_LOOP_SECONDS": "2",
-        "PREFECT_UI_ENABLED": "false",
-    }
-    env.pop("PREFECT_API_URL", None)
-    with PrefectServer(home, env, home / "server.log") as server:
-        yield server.url
 
 
 def api(url: str, path: str, body: dict | None = None) -> object:
