@@ -21,9 +21,9 @@ from textmill.tasks.base import ConfigError
 TEXTMILL = [sys.executable, "-m", "textmill.flows.cli"]
 
 
-def textmill(*args: str, cwd: Path = REPO) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "COLUMNS": "160"}
-    return subprocess.run([*TEXTMILL, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
+def textmill(*args: str, cwd: Path = REPO, **env: str) -> subprocess.CompletedProcess[str]:
+    environment = {**os.environ, "COLUMNS": "160", **env}
+    return subprocess.run([*TEXTMILL, *args], cwd=cwd, env=environment, capture_output=True, text=True, timeout=600)
 
 
 def test_bad_config_fails_with_one_line(tmp_path: Path) -> None:
@@ -124,10 +124,11 @@ def test_every_link_is_accounted_for_in_a_run(
     }
 
 
-def test_a_second_run_on_a_busy_output_folder_stops_and_names_the_holder(tmp_path: Path) -> None:
+def test_a_second_run_on_a_busy_output_folder_stops_and_names_the_holder(prefect_api: str, tmp_path: Path) -> None:
+    """A second run (here against the session's Prefect server, as beside `textmill serve`)."""
     out = tmp_path / "out"
     with output_folder_lock(out):
-        result = textmill("run", "seeds", "--out", str(out))
+        result = textmill("run", "seeds", "--out", str(out), PREFECT_API_URL=prefect_api, TEXTMILL_STEP_TAGS="off")
     assert result.returncode == 1
     message = " ".join(result.stderr.split())
     assert f"the output folder {out} is in use by another textmill run (pid {os.getpid()} on " in message

@@ -104,7 +104,7 @@ def failing_setup(tmp_path: Path) -> tuple[Path, dict[str, str]]:
 
 
 @pytest.mark.slow
-def test_a_failing_step_prints_one_line_and_the_traceback_only_when_verbose(tmp_path: Path) -> None:
+def test_a_failing_step_prints_one_line_and_the_traceback_only_when_verbose(prefect_api: str, tmp_path: Path) -> None:
     config, env = failing_setup(tmp_path)
     for runner in ("threads", "dask"):  # on Dask the task runs, and their logs, are in a worker process
         quiet = textmill(
@@ -120,7 +120,9 @@ def test_a_failing_step_prints_one_line_and_the_traceback_only_when_verbose(tmp_
         ]), runner
         assert quiet.stdout == ""
 
-    verbose = textmill("run", str(SEEDS), "--out", str(tmp_path / "out"), "--config", str(config), "-v", env=env)
+    # The verbose run reports to the session's Prefect server: the terminal shows the same.
+    watched = {**env, "PREFECT_API_URL": prefect_api, "TEXTMILL_STEP_TAGS": "off", "PREFECT_HOME": str(tmp_path / "home")}
+    verbose = textmill("run", str(SEEDS), "--out", str(tmp_path / "out"), "--config", str(config), "-v", env=watched)
     assert verbose.returncode == 1
     assert "Traceback (most recent call last)" in verbose.stderr
     assert 'raise RuntimeError("wordcount was told to fail")' in verbose.stderr
@@ -221,10 +223,13 @@ def test_progress_moves_per_batch_with_threads(prefect_server: None, config_copy
 
 
 @pytest.mark.slow
-def test_summary_shows_new_files_and_updated_means_re_decided(seeds_copy: Path, tmp_path: Path) -> None:
-    """The summary table on stdout, bars on stderr; then one file added to the same output folder."""
+def test_summary_shows_new_files_and_updated_means_re_decided(prefect_api: str, seeds_copy: Path, tmp_path: Path) -> None:
+    """The summary table on stdout, bars on stderr; then one file added to the same output folder.
+    Against the session's Prefect server (the terminal shows the same), which saves each run
+    starting a temporary one."""
+    env = cli_env(PREFECT_API_URL=prefect_api, TEXTMILL_STEP_TAGS="off", PREFECT_HOME=str(tmp_path / "client-home"))
     out = tmp_path / "out"
-    cold = textmill("run", str(seeds_copy), "--out", str(out))
+    cold = textmill("run", str(seeds_copy), "--out", str(out), env=env)
     assert cold.returncode == 0, cold.stderr
     assert "textmill summary" in cold.stdout
     for row in ("files in", "duplicates", "rejected", "languages", "top entities", "computed", "cached"):
@@ -247,7 +252,7 @@ def test_summary_shows_new_files_and_updated_means_re_decided(seeds_copy: Path, 
         head + "\nThe Kremlin said the drones were disabled by electronic warfare systems and that "
         "no one was hurt. Officials in Kyiv denied any involvement in the incident overnight.\n" + rest
     )
-    warm = textmill("run", str(seeds_copy), "--out", str(out))
+    warm = textmill("run", str(seeds_copy), "--out", str(out), env=env)
     assert warm.returncode == 0, warm.stderr
     assert "│ new or changed files │ 1 read this run; 5 unchanged, from the cache" in warm.stdout
     manifest = json.loads((out / "manifest.json").read_text())
