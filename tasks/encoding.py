@@ -30,6 +30,7 @@ DEFAULT_CANDIDATES = (
 MIN_EVIDENCE_BYTES = 8
 MIN_CONFIDENCE = 0.15
 PRINTABLE_SHARE = 0.95
+NON_ASCII_BYTES = bytes(range(0x80, 0x100))
 BOMS = (  # UTF-32 first: its little-endian mark begins with UTF-16's.
     (codecs.BOM_UTF32_LE, "utf-32-le"),
     (codecs.BOM_UTF32_BE, "utf-32-be"),
@@ -155,7 +156,8 @@ def detected(data: bytes, uncertain: bool) -> Decoded:
     guess = chardet.detect(data, include_encodings=DEFAULT_CANDIDATES)
     name = codec_name(guess["encoding"]) if guess["encoding"] else None
     text = strict(data, name) if name else None
-    weak = text is None or guess["confidence"] < MIN_CONFIDENCE or sum(b > 0x7F for b in data) < MIN_EVIDENCE_BYTES
+    non_ascii = len(data) - len(data.translate(None, NON_ASCII_BYTES))
+    weak = text is None or guess["confidence"] < MIN_CONFIDENCE or non_ascii < MIN_EVIDENCE_BYTES
     if weak and name != "cp1252":
         western = strict(data, "cp1252")
         if western is not None and latin_only(western) and (text is None or mixes_scripts(text)):
