@@ -161,6 +161,16 @@ def test_a_document_gone_from_the_corpus_is_tombstoned_and_can_return(pg_dsn: st
     assert all(r[13] for r in rows(pg_dsn, schema)["documents"]), "the returning document is live again"
 
 
+def waiting_on(observer: psycopg.Connection, holder: psycopg.Connection) -> list[tuple[int]]:
+    """The textmill publish backends blocked by `holder`'s lock — only this test's sink,
+    never another test's running beside it on the same server."""
+    return observer.execute(
+        "SELECT pid FROM pg_stat_activity WHERE application_name = 'textmill-publish'"
+        " AND %s = ANY(pg_blocking_pids(pid))",
+        [holder.info.backend_pid],
+    ).fetchall()
+
+
 def test_a_reader_never_sees_half_a_batch(pg_dsn: str, schema: str, out: Path) -> None:
     """While the second batch waits on a lock, a reader sees the whole first batch — its
     documents and all their entities — and nothing of the second."""
@@ -175,9 +185,7 @@ def test_a_reader_never_sees_half_a_batch(pg_dsn: str, schema: str, out: Path) -
                     " VALUES ('d02.txt', '', '', 'ok', '', '{}', 0, '', 'blocker')"
                 )
                 deadline = time.monotonic() + 30
-                while time.monotonic() < deadline and not reader.execute(
-                    "SELECT 1 FROM pg_stat_activity WHERE application_name = 'textmill-publish' AND wait_event_type = 'Lock'"
-                ).fetchall():
+                while time.monotonic() < deadline and not waiting_on(reader, holder):
                     time.sleep(0.01)
                 with reader.transaction():
                     reader.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
@@ -211,10 +219,7 @@ def block_batch_then_kill(dsn: str, schema: str, blocked_id: str, done: dict[str
             )
             deadline = time.monotonic() + 60
             while time.monotonic() < deadline:
-                waiting = admin.execute(
-                    "SELECT pid FROM pg_stat_activity WHERE application_name = 'textmill-publish'"
-                    " AND wait_event_type = 'Lock'"
-                ).fetchall()
+                waiting = waiting_on(admin, holder)
                 committed = admin.execute(f"SELECT count(*) FROM {schema}.documents").fetchone()
                 if waiting and committed and committed[0] > 0:
                     done["committed_before_kill"] = committed[0]
