@@ -6,7 +6,9 @@ textmill's default parameters, tag languages with langdetect, run spaCy `nlp.pip
 components, write one JSON Lines file. `bench.speed` times it as the yardstick and checks that
 textmill's results agree with it, so the comparison is between two programs doing the same work.
 
-    python -m bench.baseline CORPUS OUT_DIR
+    python -m bench.baseline CORPUS OUT_DIR [--no-entities]
+
+`--no-entities` leaves the spaCy step out (and spaCy unimported), for pipelines without it.
 """
 from __future__ import annotations
 
@@ -21,7 +23,6 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-import spacy
 from bs4 import BeautifulSoup
 from charset_normalizer import from_bytes
 from datasketch import MinHash, MinHashLSH, MinHashLSHEnsemble
@@ -177,8 +178,10 @@ def tag_language(doc: dict[str, Any]) -> None:
         doc["lang"] = lang
 
 
-def ner_model() -> spacy.language.Language:
+def ner_model() -> Any:
     """The package's NER and sentence splitter only, as textmill loads it."""
+    import spacy
+
     meta = spacy.util.get_model_meta(spacy.util.get_package_path(MODEL))
     nlp = spacy.load(MODEL, exclude=[c for c in meta["components"] if c not in ("ner", "senter")])
     nlp.enable_pipe("senter")
@@ -186,7 +189,7 @@ def ner_model() -> spacy.language.Language:
     return nlp
 
 
-def run(corpus: Path, out_dir: Path) -> dict[str, float]:
+def run(corpus: Path, out_dir: Path, entities: bool = True) -> dict[str, float]:
     """Process `corpus` into `out_dir/documents.jsonl`; return seconds per phase."""
     seconds: dict[str, float] = {}
     started = time.perf_counter()
@@ -205,12 +208,13 @@ def run(corpus: Path, out_dir: Path) -> dict[str, float]:
         if doc["status"] == "ok":
             tag_language(doc)
     seconds["language"] = time.perf_counter() - (mark := mark + seconds["dedupe"])
-    english = [d for d in docs if d["status"] == "ok" and d.get("lang") == "en"]
-    nlp = ner_model()
-    for doc, parsed in zip(english, nlp.pipe((d["text"] for d in english), batch_size=32)):
-        doc["entities"] = [
-            {"text": e.text, "label": e.label_, "start": e.start_char, "end": e.end_char} for e in parsed.ents
-        ]
+    if entities:
+        english = [d for d in docs if d["status"] == "ok" and d.get("lang") == "en"]
+        nlp = ner_model()
+        for doc, parsed in zip(english, nlp.pipe((d["text"] for d in english), batch_size=32)):
+            doc["entities"] = [
+                {"text": e.text, "label": e.label_, "start": e.start_char, "end": e.end_char} for e in parsed.ents
+            ]
     seconds["entities"] = time.perf_counter() - (mark := mark + seconds["language"])
     out_dir.mkdir(parents=True, exist_ok=True)
     with open(out_dir / "documents.jsonl", "w", encoding="utf-8") as fh:
@@ -223,8 +227,9 @@ def run(corpus: Path, out_dir: Path) -> dict[str, float]:
 
 
 if __name__ == "__main__":
-    if len(sys.argv) != 3:
-        sys.exit("usage: python -m bench.baseline CORPUS OUT_DIR")
-    phases = run(Path(sys.argv[1]), Path(sys.argv[2]))
-    (Path(sys.argv[2]) / "phases.json").write_text(json.dumps(phases, indent=2) + "\n")
+    arguments = [a for a in sys.argv[1:] if a != "--no-entities"]
+    if len(arguments) != 2:
+        sys.exit("usage: python -m bench.baseline CORPUS OUT_DIR [--no-entities]")
+    phases = run(Path(arguments[0]), Path(arguments[1]), entities="--no-entities" not in sys.argv)
+    (Path(arguments[1]) / "phases.json").write_text(json.dumps(phases, indent=2) + "\n")
     print(json.dumps(phases))

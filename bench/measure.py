@@ -117,3 +117,88 @@ class PrefectServer:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
+
+
+def process_role(proc: Any, root_pid: int) -> str:
+    """What a process in a measured run is: the run itself, the temporary Prefect API server,
+    a worker process, or something else (a shell)."""
+    if proc.pid == root_pid:
+        return "textmill"
+    try:
+        cmdline = " ".join(proc.cmdline())
+    except Exception:  # noqa: BLE001 - a process that has gone counts as other
+        return "other"
+    if "uvicorn" in cmdline or "prefect.server" in cmdline or ("prefect" in cmdline and " server " in f"{cmdline} "):
+        return "prefect-server"
+    if "python" in cmdline:
+        return "worker"
+    return "other"
+
+
+def measure_tree(
+    label: str,
+    argv: list[str],
+    env: dict[str, str] | None = None,
+    log: Path | None = None,
+    interval: float = 0.25,
+    memory_cap: int | None = None,
+) -> dict[str, Any]:
+    """Like `measure`, and the peak RSS of every process of the run's tree, sampled every
+    `interval` seconds with psutil (`processes`: role, pid, peak MB); `peak_rss_mb` is the
+    largest of them and of what `os.wait4` reports. `memory_cap` limits the child's address space."""
+    import resource
+    import threading
+
+    import psutil
+
+    def limit() -> None:
+        if memory_cap is not None:
+            resource.setrlimit(resource.RLIMIT_AS, (memory_cap, memory_cap))
+
+    sink = open(log, "ab") if log is not None else subprocess.DEVNULL
+    peaks: dict[int, tuple[str, float]] = {}
+    done = threading.Event()
+
+    def sample(root: int) -> None:
+        try:
+            parent = psutil.Process(root)
+        except psutil.NoSuchProcess:
+            return
+        while not done.is_set():
+            try:
+                procs = [parent, *parent.children(recursive=True)]
+            except psutil.NoSuchProcess:
+                return
+            for proc in procs:
+                try:
+                    rss = proc.memory_info().rss / 1024 / 1024
+                except (psutil.NoSuchProcess, psutil.AccessDenied):
+                    continue
+                role, peak = peaks.get(proc.pid) or (process_role(proc, root), 0.0)
+                peaks[proc.pid] = (role, max(peak, rss))
+            done.wait(interval)
+
+    try:
+        started = time.perf_counter()
+        proc = subprocess.Popen(argv, stdout=sink, stderr=subprocess.STDOUT, env=env, preexec_fn=limit)
+        sampler = threading.Thread(target=sample, args=(proc.pid,), daemon=True)
+        sampler.start()
+        _, status, usage = os.wait4(proc.pid, 0)
+        wall = time.perf_counter() - started
+        done.set()
+        sampler.join()
+        proc.returncode = os.waitstatus_to_exitcode(status)
+    finally:
+        if log is not None:
+            sink.close()
+    if proc.returncode != 0:
+        tail = log.read_text(errors="replace")[-2000:] if log is not None else ""
+        raise CommandFailed(f"{label}: `{' '.join(argv)}` exited {proc.returncode}\n{tail}")
+    processes = [{"role": role, "pid": pid, "peak_rss_mb": round(peak, 1)} for pid, (role, peak) in sorted(peaks.items())]
+    return {
+        "label": label,
+        "wall_s": wall,
+        "cpu_s": usage.ru_utime + usage.ru_stime,
+        "peak_rss_mb": max([usage.ru_maxrss / 1024, *(p["peak_rss_mb"] for p in processes)]),
+        "processes": processes,
+    }
