@@ -46,6 +46,7 @@ from textmill.flows.retry import retry_transient
 from textmill.flows.runners import default_workers, tag_steps
 from textmill.flows.shard import DocRef, Paths, ShardResult
 from textmill.tasks.base import RunInfo
+from textmill.tasks.filehashes import FileHashes
 from textmill.tasks.read import DiscoveryReport, SourceFile, discover
 
 
@@ -76,13 +77,20 @@ def cache_key(context: TaskRunContext, parameters: dict[str, Any]) -> str:
 
 @task(name="discover", retries=2, retry_delay_seconds=1, retry_condition_fn=retry_transient)
 def discover_sources(corpus: str, out: str) -> tuple[list[SourceFile], DiscoveryReport]:
-    """Find and hash every input file; the report says which folders and links were passed over."""
+    """Find every input file, hashing only those whose stat changed since the last scan (the
+    cache is saved once the whole scan succeeded); the report says which folders and links
+    were passed over, and how many files were read to hash them."""
     root = Path(corpus)
     if not root.is_dir():
         raise NotADirectoryError(f"corpus folder not found: {corpus}")
     report = DiscoveryReport()
-    sources = list(discover(root, exclude=Path(out), report=report))
+    cache_path = Paths(corpus=corpus, out=out).file_hashes
+    hashes = FileHashes.load(cache_path, root)
+    sources = list(discover(root, exclude=Path(out), report=report, hashes=hashes))
+    hashes.save(cache_path)
+    report.hashed, report.unchanged = hashes.hashed, hashes.reused
     logger = get_run_logger()
+    logger.info("discover: %s files hashed, %s unchanged since the last scan", hashes.hashed, hashes.reused)
     for folder in report.output_folders:
         logger.warning("skipped %s: a textmill output folder (it holds .textmill/), never read as input", folder)
     if report.aliases:
@@ -369,6 +377,7 @@ def run_pipeline(cfg: PipelineConfig, paths: Paths, corpus: str) -> dict[str, An
         published=outcome.changes,
         skipped_output_folders=discovery.output_folders,
         skipped_links=discovery.aliases,
+        hashed_files={"hashed": discovery.hashed, "unchanged": discovery.unchanged},
     )
     write_manifest(Path(paths.out), manifest)
     create_markdown_artifact(key="textmill-summary", markdown=summary_markdown(manifest), description="Run summary")

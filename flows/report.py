@@ -121,6 +121,7 @@ def build_manifest(
     published: dict[str, dict[str, int]] | None = None,
     skipped_output_folders: list[str] | None = None,
     skipped_links: int = 0,
+    hashed_files: dict[str, int] | None = None,
 ) -> dict[str, Any]:
     """The run record written to `manifest.json` (and returned by the flow)."""
     read = stages.get("read", StageStats())
@@ -133,6 +134,8 @@ def build_manifest(
         "files": files,
         "skipped_output_folders": skipped_output_folders or [],
         "skipped_links": skipped_links,
+        # Input files read to hash them, and those whose stat was unchanged since the last scan.
+        "hashed_files": hashed_files or {"hashed": 0, "unchanged": 0},
         "documents": stats.documents,
         "counts": stats.statuses,
         "rejected": stats.rejected,

@@ -82,6 +82,11 @@ class Paths:
     def prefect_results(self) -> Path:
         return self.state / "prefect"
 
+    @property
+    def file_hashes(self) -> Path:
+        """Discovery's cache of input files' stat and sha256 (`tasks/filehashes.py`)."""
+        return self.state / "file-hashes.json"
+
 
 def step_for(spec: StepSpec) -> Step:
     """The process-wide instance of a step, set up once (models load once per worker process)."""

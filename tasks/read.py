@@ -11,6 +11,7 @@ import hashlib
 import json
 import os
 import re
+import stat
 import zlib
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -19,6 +20,7 @@ from pathlib import Path
 from textmill.tasks.atomic import sha256_file
 from textmill.tasks.document import Document
 from textmill.tasks.encoding import Decoded, decode
+from textmill.tasks.filehashes import FileHashes
 
 FORMATS = {
     ".txt": "text",
@@ -56,11 +58,14 @@ class DiscoveryReport:
 
     `output_folders`: folders inside the corpus that hold `.textmill/` (textmill output folders,
     never read back as input). `aliases`: links inside the corpus to a file or folder that is
-    read under its own path, so they add no second document.
+    read under its own path, so they add no second document. `hashed`: files read to hash them
+    (new, changed or racily clean); `unchanged`: files whose hash was reused from the last scan.
     """
 
     output_folders: list[str] = field(default_factory=list)
     aliases: int = 0
+    hashed: int = 0
+    unchanged: int = 0
 
 
 def is_output_folder(path: Path, excluded: Path | None = None) -> bool:
@@ -68,8 +73,12 @@ def is_output_folder(path: Path, excluded: Path | None = None) -> bool:
     return (path / OUTPUT_MARKER).is_dir() or (excluded is not None and path.resolve() == excluded)
 
 
-def discover(root: Path, exclude: Path | None = None, report: DiscoveryReport | None = None) -> Iterator[SourceFile]:
+def discover(
+    root: Path, exclude: Path | None = None, report: DiscoveryReport | None = None, hashes: FileHashes | None = None
+) -> Iterator[SourceFile]:
     """Yield every input under `root` in a stable order (a folder's files, then its folders), hashed.
+
+    With `hashes`, a file whose stat is unchanged since it was last hashed is not read again.
 
     Hidden folders (`.git`, ...) are not descended into. Output folders (`exclude`, and any
     folder holding `.textmill/`) are skipped and listed in `report`. Every other entry is
@@ -97,9 +106,9 @@ def discover(root: Path, exclude: Path | None = None, report: DiscoveryReport | 
         folders: list[tuple[str, bool]] = []
         for entry in entries:
             source_id = f"{prefix}/{entry.name}" if prefix else entry.name
-            path = folder / entry.name
             if entry.is_symlink():
-                found = follow_link(root, source_id, path, excluded, report, entered, followed_files)
+                path = folder / entry.name
+                found = follow_link(root, source_id, path, excluded, report, entered, followed_files, hashes)
                 if isinstance(found, SourceFile):
                     yield found
                 elif found:
@@ -107,6 +116,7 @@ def discover(root: Path, exclude: Path | None = None, report: DiscoveryReport | 
             elif entry.is_dir(follow_symlinks=False):
                 if entry.name.startswith("."):
                     continue
+                path = folder / entry.name
                 if is_output_folder(path, excluded):
                     report.output_folders.append(source_id)
                     continue
@@ -114,12 +124,14 @@ def discover(root: Path, exclude: Path | None = None, report: DiscoveryReport | 
                 if key not in entered:
                     entered.add(key)
                     folders.append((source_id, via_link))
-            elif via_link and inode(path) in followed_files:
-                report.aliases += 1
             else:
                 if via_link:
-                    followed_files.add(inode(path))
-                yield source_file(root, path)
+                    key = inode(folder / entry.name)
+                    if key in followed_files:
+                        report.aliases += 1
+                        continue
+                    followed_files.add(key)
+                yield hashed_source(source_id, entry.path, hashes)
         stack.extend(reversed(folders))
 
 
@@ -131,6 +143,7 @@ def follow_link(
     report: DiscoveryReport,
     entered: set[tuple[int, int]],
     followed_files: set[tuple[int, int]],
+    hashes: FileHashes | None = None,
 ) -> SourceFile | bool:
     """Decide about one link: a rejected SourceFile, True to descend into it, False to pass it over."""
     try:
@@ -159,7 +172,7 @@ def follow_link(
         entered.add(key)
         return True
     followed_files.add(key)
-    return source_file(root, path)
+    return source_file(root, path, hashes)
 
 
 def inode(path: Path) -> tuple[int, int]:
@@ -168,13 +181,20 @@ def inode(path: Path) -> tuple[int, int]:
     return st.st_dev, st.st_ino
 
 
-def source_file(root: Path, path: Path) -> SourceFile:
-    """Hash one file; a file that cannot be read still yields a SourceFile, carrying the reason."""
-    source_id = path.relative_to(root).as_posix()
+def source_file(root: Path, path: Path, hashes: FileHashes | None = None) -> SourceFile:
+    """Hash the file at `path` under `root` (see `hashed_source`)."""
+    return hashed_source(path.relative_to(root).as_posix(), str(path), hashes)
+
+
+def hashed_source(source_id: str, path: str, hashes: FileHashes | None = None) -> SourceFile:
+    """Hash one file (or take its hash from `hashes`); a file that cannot be read still yields a
+    SourceFile, carrying the reason. Plain strings, not Paths: this runs once per input file."""
     try:
-        if not path.is_file():
+        st = os.stat(path)
+        if not stat.S_ISREG(st.st_mode):
             return SourceFile(source_id, "", 0, "unreadable file: not a regular file (socket, pipe or device)")
-        return SourceFile(source_id, sha256_file(path), path.stat().st_size)
+        sha = hashes.sha256(source_id, path, st) if hashes is not None else sha256_file(path)
+        return SourceFile(source_id, sha, st.st_size)
     except OSError as exc:
         return SourceFile(source_id, "", 0, f"unreadable file: {exc.strerror or exc}")
 

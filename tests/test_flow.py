@@ -64,9 +64,9 @@ def test_second_run_computes_nothing_and_shards_are_cached(seeds_run: SeedsRun) 
     assert computed(first) == {"clean": 5, "dedupe": 5, "language": 3, "entities": 3, "publish": 5}
     assert computed(second) == {name: 0 for name in first["steps"]}
     assert second["read"]["computed"] == 0
-    assert {k: v for k, v in second.items() if k not in ("run_id", "read", "steps")} == {
-        k: v for k, v in first.items() if k not in ("run_id", "read", "steps")
-    }
+    assert (first["hashed_files"], second["hashed_files"]) == ({"hashed": 5, "unchanged": 0}, {"hashed": 0, "unchanged": 5})
+    varying = ("run_id", "read", "steps", "hashed_files")
+    assert {k: v for k, v in second.items() if k not in varying} == {k: v for k, v in first.items() if k not in varying}
     states = task_run_states(second["run_id"], expected=10)
     shard_tasks = {name: state for name, state in states.items() if not name.startswith(("discover", "publish"))}
     assert {"read-0", "clean-0", "dedupe-0", "language-0", "entities-0"} <= set(shard_tasks)
@@ -117,6 +117,7 @@ def test_adding_one_file_computes_one_document(prefect_server: None, seeds_copy:
     manifest = run_flow(seeds_copy, out)
     assert computed(manifest) == {"clean": 1, "dedupe": 1, "language": 1, "entities": 1, "publish": 6}
     assert manifest["read"]["computed"] == 1
+    assert manifest["hashed_files"] == {"hashed": 1, "unchanged": 5}, "only the new file's bytes are read to hash it"
     assert records(out)["new/harvest.txt"]["lang"] == "en"
 
 
