@@ -11,9 +11,14 @@ from typing import Any
 
 
 def load_records(path: Path) -> dict[str, dict[str, Any]]:
-    """The records of a `documents.jsonl`, by id."""
-    with open(path, encoding="utf-8") as fh:
-        return {record["id"]: record for record in map(json.loads, fh)}
+    """The records of a JSON Lines file (the baseline's `documents.jsonl`) or of a folder of
+    parts (textmill's `jsonl/`), by id."""
+    files = sorted(path.glob("part-*.jsonl")) if path.is_dir() else [path]
+    records: dict[str, dict[str, Any]] = {}
+    for file in files:
+        with open(file, encoding="utf-8") as fh:
+            records.update((record["id"], record) for record in map(json.loads, fh))
+    return records
 
 
 def partition(records: dict[str, dict[str, Any]]) -> set[frozenset[str]]:

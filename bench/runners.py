@@ -5,7 +5,7 @@
 In one invocation: the plain one-process script (`bench.baseline`) as the yardstick, then for each
 `runner:workers` a cold run (empty output folder) and a warm run (the same corpus again) of
 `textmill run --runner R --workers N`, each a child process measured by `bench.measure`. Every
-configuration must publish the same `documents.jsonl` as the first one, or the command fails.
+configuration must publish the same records (`jsonl/`) as the first one, or the command fails.
 Writes `runners.json`/`runners.md` to `--results`.
 """
 from __future__ import annotations
@@ -34,8 +34,9 @@ def parse_configs(text: str) -> list[tuple[str, int]]:
     return configs
 
 
-def sorted_lines(path: Path) -> list[str]:
-    return sorted(path.read_text(encoding="utf-8").splitlines())
+def sorted_lines(folder: Path) -> list[str]:
+    """Every published JSON Lines record of a `jsonl/` folder of parts, sorted."""
+    return sorted(line for part in folder.glob("part-*.jsonl") for line in part.read_text(encoding="utf-8").splitlines())
 
 
 def compare_runners(corpus: Path, work: Path, configs: list[tuple[str, int]], env: dict[str, str], log: Path) -> dict[str, Any]:
@@ -51,11 +52,11 @@ def compare_runners(corpus: Path, work: Path, configs: list[tuple[str, int]], en
         warm = textmill_run(f"{runner}:{workers} warm", corpus, out, env, log, options)
         if any(warm["computed"].get(step) for step in ("clean", "dedupe", "language", "entities")):
             raise SystemExit(f"{runner}:{workers}: the warm run computed {warm['computed']}")
-        published = sorted_lines(out / "documents.jsonl")
+        published = sorted_lines(out / "jsonl")
         if reference is None:
             reference = published
         elif published != reference:
-            raise SystemExit(f"{runner}:{workers} published a different documents.jsonl from {configs[0]}")
+            raise SystemExit(f"{runner}:{workers} published different records (jsonl/) from {configs[0]}")
         say(f"{runner}:{workers} cold {cold['wall_s']:.1f} s, warm {warm['wall_s']:.1f} s")
         rows.append({"runner": runner, "workers": workers, "cold": cold, "warm": warm})
         shutil.rmtree(out)

@@ -82,7 +82,7 @@ def speed(source: Path, work: Path, repeat: int, env: dict[str, str], log: Path,
         say(f"repetition {rep}/{repeat}: textmill cold")
         runs["cold"].append(textmill_run("cold", corpus, out, env, log))
         if rep == 1:
-            agreement = compare(load_records(out / "documents.jsonl"), load_records(work / "baseline" / "documents.jsonl"))
+            agreement = compare(load_records(out / "jsonl"), load_records(work / "baseline" / "documents.jsonl"))
             say(f"agreement with the baseline: {agreement['agree']}")
         say(f"repetition {rep}/{repeat}: textmill warm")
         runs["warm"].append(textmill_run("warm", corpus, out, env, log))

@@ -75,6 +75,18 @@ def cache_key(context: TaskRunContext, parameters: dict[str, Any]) -> str:
     return digest(parts)
 
 
+def publish_cache_key(context: TaskRunContext, parameters: dict[str, Any]) -> str | None:
+    """Key a publish shard task by its publish key, so an unchanged shard shows as Cached; None
+    (not cached) when it must run (see `shard.publish_cache_token`)."""
+    if parameters["repair"]:
+        return None
+    token = shard.publish_cache_token(
+        parameters["paths"], parameters["step"], parameters["shard_no"], parameters["count"], parameters["refs"],
+        parameters["force"],
+    )
+    return None if token is None else digest([context.task.name, token])
+
+
 @task(name="discover", retries=2, retry_delay_seconds=1, retry_condition_fn=retry_transient)
 def discover_sources(corpus: str, out: str) -> tuple[list[SourceFile], DiscoveryReport]:
     """Find every input file, hashing only those whose stat changed since the last scan (the
@@ -132,15 +144,33 @@ def apply_task(
     return shard.apply_shard(paths, step, refs, bundle, index, fresh, shard_progress(f"{step.name}:apply", shard_no))
 
 
-@task(name="publish")
-def publish_task(paths: Paths, step: StepSpec | None, refs: list[DocRef], run: RunInfo) -> shard.PublishOutcome:
-    """Write the final records to the configured outputs."""
-    outcome = shard.publish_corpus(paths, step, refs, run, shard_progress("publish", 0))
-    logger = get_run_logger()
-    logger.info(
-        "publish: %s documents, %s (%s)", len(refs), ", ".join(outcome.files) or "no files",
-        "unchanged" if outcome.cached else "written",
+@task(name="publish-shard")
+def publish_shard_task(
+    paths: Paths,
+    step: StepSpec | None,
+    shard_no: int,
+    count: int,
+    refs: list[DocRef],
+    run: RunInfo,
+    force: bool,
+    repair: bool = False,
+) -> ShardResult:
+    """Publish one shard's final records (skipped when they and its files are unchanged);
+    `force` and `repair` write it in any case, `repair` also bypassing Prefect's cache."""
+    report = shard_progress("publish", shard_no)
+    result = shard.publish_shard(paths, step, shard_no, count, refs, run, force or repair, report)
+    get_run_logger().info(
+        "publish-%s: %s", shard_no, f"{result.computed} documents written" if result.computed else "unchanged"
     )
+    return result
+
+
+@task(name="publish")
+def finish_publish_task(paths: Paths, step: StepSpec | None, shards: list[int], count: int, run: RunInfo) -> shard.PublishOutcome:
+    """After every shard: shared stores, outputs of removed shards, statistics."""
+    outcome = shard.finish_publish(paths, step, shards, count, run)
+    logger = get_run_logger()
+    logger.info("publish: %s", ", ".join(outcome.files) or "no files")
     for store, counts in (outcome.changes or {}).items():
         logger.info("publish to %s: %s", store, ", ".join(f"{v} {k}" for k, v in counts.items()))
     return outcome
@@ -216,7 +246,7 @@ class Runner:
                 description=f"{self.finished_tasks} of {self.expected_tasks} shard tasks finished (last: {stage})",
             )
 
-    def configure(self, fn: Any, name: str, step: str, cached: bool = True) -> Any:
+    def configure(self, fn: Any, name: str, step: str, cached: bool = True, key: Callable[..., str | None] | None = None) -> Any:
         """`fn` with the run's retry policy, the step's tag and, when `cached`, the shard cache.
 
         Tags only on a server someone watches: Prefect checks every task run's tags against
@@ -235,7 +265,7 @@ class Runner:
             options["tags"] = [step]
         if cached:
             options.update(
-                cache_policy=CacheKeyFnPolicy(cache_key_fn=cache_key),
+                cache_policy=CacheKeyFnPolicy(cache_key_fn=key or cache_key),
                 result_storage=self.paths.prefect_results,
                 persist_result=True,
             )
@@ -326,7 +356,7 @@ def run_pipeline(cfg: PipelineConfig, paths: Paths, corpus: str) -> dict[str, An
     for src in sources:
         members.setdefault(shard_of(src.id, count), []).append(src)
     shards = sorted(members)
-    runner.track(len(shards) * (1 + sum({"document": 1, "corpus": 2}.get(s.scope, 0) for s in cfg.steps)))
+    runner.track(len(shards) * (2 + sum({"document": 1, "corpus": 2}.get(s.scope, 0) for s in cfg.steps)))
     logger.info("%s files in %s shards; steps: %s", len(sources), len(shards), ", ".join(s.name for s in cfg.steps))
 
     read = runner.configure(read_task, "read-{shard_no}", "read")
@@ -353,16 +383,10 @@ def run_pipeline(cfg: PipelineConfig, paths: Paths, corpus: str) -> dict[str, An
         totals = runner.stages[step.name]
         logger.info("%s: %s computed, %s cached, %s skipped", step.name, totals.computed, totals.cached, totals.skipped)
 
-    final = [ref for n in shards for ref in refs[n]]
-    started = time.perf_counter()
-    publish = runner.configure(publish_task, "publish", "publish", cached=False)
     run_info = RunInfo(run_id=str(flow_run.id), run_name=flow_run.name or run_name(), config_digest=cfg.digest)
-    with runner.phase("publish", len(final), "publish failed"):
-        outcome = publish.submit(paths, sink, final, run_info).result()
-    if sink is not None:
-        runner.stages["publish"] = StageStats(
-            computed=outcome.computed, cached=outcome.cached, seconds=time.perf_counter() - started
-        )
+    outcome = publish_shards(runner, sink, shards, count, refs, run_info)
+    if sink is None:
+        runner.stages.pop("publish", None)
     manifest = build_manifest(
         run_id=str(flow_run.id),
         run_name=flow_run.name or run_name(),
@@ -384,6 +408,34 @@ def run_pipeline(cfg: PipelineConfig, paths: Paths, corpus: str) -> dict[str, An
     create_table_artifact(key="textmill-steps", table=steps_table(manifest), description="Per-step work and cache use")
     logger.info("done: %s", ", ".join(f"{v} {k}" for k, v in manifest["counts"].items()))
     return manifest
+
+
+def publish_shards(
+    runner: Runner, sink: StepSpec | None, shards: list[int], count: int, refs: dict[int, list[DocRef]], run: RunInfo
+) -> shard.PublishOutcome:
+    """One publish task per shard, in parallel, then one that finishes the publish; the stage's
+    seconds cover both. Every shard is published again when the last finished publish's shared
+    files (`textmill.sqlite`) were changed since."""
+    paths = runner.paths
+    force = shard.publish_forced(paths)
+    publish = runner.configure(publish_shard_task, "publish-{shard_no}", "publish", key=publish_cache_key)
+    runner.map_shards(
+        "publish",
+        lambda n: publish.submit(paths, sink, n, count, refs[n], run, force),
+        shards,
+        {n: len(refs[n]) for n in shards},
+    )
+    started = time.perf_counter()
+    with failing_as("publish failed"):
+        repairs = [publish.submit(paths, sink, n, count, refs[n], run, True, True) for n in shard.unpublished(paths, shards, count)]
+        stats = runner.stages["publish"]
+        for future in repairs:
+            repaired = future.result().computed
+            stats.computed, stats.cached = stats.computed + repaired, stats.cached - repaired
+        finish = runner.configure(finish_publish_task, "publish", "publish", cached=False)
+        outcome = finish.submit(paths, sink, shards, count, run).result()
+    runner.stages.setdefault("publish", StageStats()).seconds += time.perf_counter() - started
+    return outcome
 
 
 def run_corpus_step(

@@ -82,13 +82,43 @@ class StatsCollector:
             if ent.label not in UNNAMED_LABELS:
                 self.names[(ent.canonical or ent.text, ent.label)] += 1
 
+    def partial(self) -> dict[str, Any]:
+        """Everything counted, JSON-able, for `merged`: a shard's share of the corpus statistics."""
+        return {
+            "documents": self.documents,
+            "entities": self.entities,
+            "non_utf8": self.non_utf8,
+            "encoding_uncertain": self.encoding_uncertain,
+            "statuses": dict(self.statuses),
+            "rejected": dict(self.rejected),
+            "languages": dict(self.languages),
+            "names": [[name, label, count] for (name, label), count in self.names.items()],
+            "duplicates_of": dict(self.duplicates_of),
+        }
+
+    @classmethod
+    def merged(cls, partials: Iterable[dict[str, Any]]) -> StatsCollector:
+        """The counts of several shards together, as if their records had streamed through one."""
+        total = cls()
+        for part in partials:
+            total.documents += part["documents"]
+            total.entities += part["entities"]
+            total.non_utf8 += part["non_utf8"]
+            total.encoding_uncertain += part["encoding_uncertain"]
+            total.statuses.update(part["statuses"])
+            total.rejected.update(part["rejected"])
+            total.languages.update(part["languages"])
+            total.names.update({(name, label): count for name, label, count in part["names"]})
+            total.duplicates_of.update(part["duplicates_of"])
+        return total
+
     def result(self) -> CorpusStats:
         top = sorted(self.names.items(), key=lambda kv: (-kv[1], kv[0]))[:TOP_ENTITIES]
         return CorpusStats(
             documents=self.documents,
             statuses=dict(sorted(self.statuses.items())),
-            rejected=dict(self.rejected.most_common()),
-            languages=dict(self.languages.most_common()),
+            rejected=dict(sorted(self.rejected.items(), key=lambda kv: (-kv[1], kv[0]))),
+            languages=dict(sorted(self.languages.items(), key=lambda kv: (-kv[1], kv[0]))),
             entities=self.entities,
             top_entities=[(name, label, count) for (name, label), count in top],
             clusters=len(self.duplicates_of),

@@ -6,6 +6,7 @@ never document bodies; bodies travel through the Store.
 """
 from __future__ import annotations
 
+import heapq
 import json
 import threading
 from collections.abc import Callable, Iterator
@@ -18,8 +19,8 @@ from textmill.flows.keys import chain, digest, digest_lines
 from textmill.flows.progress import no_progress
 from textmill.flows.report import CorpusStats, StatsCollector
 from textmill.flows.store import Store, read_jsonl_gz, write_jsonl_gz
-from textmill.tasks.atomic import sha256_file, write_atomic
-from textmill.tasks.base import CorpusStep, DocumentStep, RunInfo, SinkStep, Step
+from textmill.tasks.atomic import write_atomic
+from textmill.tasks.base import CorpusStep, DocumentStep, FinishInfo, PublishReport, RunInfo, ShardInfo, SinkStep, Step
 from textmill.tasks.encoding import DETECTOR, DETECTOR_VERSION
 from textmill.tasks.read import READER_VERSION, SourceFile, read_source
 from textmill.tasks.registry import build_step, load_registry
@@ -81,6 +82,11 @@ class Paths:
     @property
     def prefect_results(self) -> Path:
         return self.state / "prefect"
+
+    @property
+    def publish_state(self) -> Path:
+        """Per shard, what its last publish wrote (`shard-N.json`); the last finish (`finished.json`)."""
+        return self.state / "publish"
 
     @property
     def file_hashes(self) -> Path:
@@ -287,53 +293,220 @@ def status_of(store: Store, key: str) -> str:
 
 @dataclass
 class PublishOutcome:
-    """What the publish stage did: files written, or found already up to date."""
+    """What the publish stage did: the outputs (top-level names), statistics, database changes."""
 
     files: list[str]
     stats: CorpusStats
-    computed: int
-    cached: int
     changes: dict[str, dict[str, int]] | None = None
 
 
-def publish_corpus(
-    paths: Paths, spec: StepSpec | None, refs: list[DocRef], run: RunInfo, report: Report = no_progress
-) -> PublishOutcome:
-    """Stream the final records, in id order, through the sink (if any) and gather statistics.
-
-    When the same records were already published to the same files (unchanged on disk),
-    nothing is rewritten and the stage counts every document as cached. A sink that also
-    writes to a database always runs: only the database can tell what it holds, and its
-    sink writes nothing that is already there. `report` hears of each batch of records read.
-    """
-    store = paths.store
-    ordered = sorted(refs, key=lambda r: r.id)
+def publish_key(spec: StepSpec | None, count: int, shard_no: int, ordered: list[DocRef]) -> str:
+    """Changes whenever the sink, the shard layout or any record of the shard does."""
     fingerprint = spec.fingerprint if spec else "no-sink"
-    key = digest_lines([fingerprint, *(f"{r.id} {r.key}" for r in ordered)])
-    state_path = paths.state / "published.json"
-    out_dir = Path(paths.out)
-    previous = json.loads(state_path.read_text()) if state_path.exists() else None
-    sink = step_for(spec) if spec is not None else None
-    external = isinstance(sink, SinkStep) and sink.outputs_external()
-    if previous and previous["key"] == key and outputs_intact(out_dir, previous["files"]) and not external:
-        return PublishOutcome(list(previous["files"]), CorpusStats(**previous["stats"]), 0, len(ordered))
+    return digest_lines([fingerprint, f"{shard_no}/{count}", *(f"{r.id} {r.key}" for r in ordered)])
 
+
+def publish_forced(paths: Paths) -> bool:
+    """Whether every shard must be published again: no publish finished here yet, or a file the
+    last one finished (`textmill.sqlite`) was changed or removed since."""
+    finished = read_state(paths.publish_state / "finished.json")
+    return finished is None or not files_intact(Path(paths.out), finished["files"])
+
+
+def publish_cache_token(
+    paths: Paths, spec: StepSpec | None, shard_no: int, count: int, refs: list[DocRef], force: bool
+) -> str | None:
+    """What keys a publish shard task in Prefect's cache, so an unchanged shard shows as Cached:
+    its publish key when the shard's last publish state has that key and its files are intact
+    (or there is no state yet: a first publish); None, run it, otherwise: a changed shard (a
+    result cached under its key may describe files since overwritten), forced, or written to a
+    database, which only the database can check."""
+    sink = step_for(spec) if spec is not None else None
+    if isinstance(sink, SinkStep) and sink.sharded() and sink.outputs_external():
+        return None
+    key = publish_key(spec, count, shard_no, sorted(refs, key=lambda r: r.id))
+    state = read_state(paths.publish_state / f"shard-{shard_no}.json")
+    if state is None:
+        return key
+    if state["key"] == key and not force and files_intact(Path(paths.out), state["files"]):
+        return key
+    return None
+
+
+def unpublished(paths: Paths, shards: list[int], count: int) -> list[int]:
+    """Shards without a publish state for this layout (removed by hand while Prefect's cache
+    still held their task result): they must be published again."""
+    missing = []
+    for n in shards:
+        state = read_state(paths.publish_state / f"shard-{n}.json")
+        if state is None or state.get("count") != count:
+            missing.append(n)
+    return missing
+
+
+def publish_shard(
+    paths: Paths,
+    spec: StepSpec | None,
+    shard_no: int,
+    count: int,
+    refs: list[DocRef],
+    run: RunInfo,
+    force: bool = False,
+    report: Report = no_progress,
+) -> ShardResult:
+    """Publish one shard's final records through a sharded sink, and count its statistics.
+
+    Skipped (every document `cached`) when the shard's records, the sink's fingerprint and the
+    shard layout are those of its last publish and the files that publish wrote are unchanged
+    on disk: a warm run reads no record. A sink that also writes outside the output folder
+    (a database) is never skipped; only the database knows what it holds. Without a sink, or
+    with one that publishes the whole corpus at once, only the statistics are gathered here.
+    The shard's state (`publish/shard-N.json`) is written last, once its outputs are complete.
+    """
+    ordered = sorted(refs, key=lambda r: r.id)
+    key = publish_key(spec, count, shard_no, ordered)
+    state_path = paths.publish_state / f"shard-{shard_no}.json"
+    out_dir = Path(paths.out)
+    previous = read_state(state_path)
+    sink = step_for(spec) if spec is not None else None
+    sharded = isinstance(sink, SinkStep) and sink.sharded()
+    external = sharded and isinstance(sink, SinkStep) and sink.outputs_external()
+    if previous and previous["key"] == key and not force and not external and files_intact(out_dir, previous["files"]):
+        report(len(ordered))
+        return ShardResult(refs=[], cached=len(ordered))
+
+    store = paths.store
     collector = StatsCollector()
     docs = collector.observe(reported((store.get_doc(r.key) for r in ordered), report))
+    files: list[str] = []
     changes: dict[str, dict[str, int]] = {}
-    if sink is None:
-        for _ in docs:
-            pass
-        files: list[str] = []
-    else:
+    if sharded:
         assert isinstance(sink, SinkStep)
-        report = sink.publish(docs, out_dir, run)
-        files, changes = report.files, report.changes
-    stats = collector.result()
-    hashes = {name: sha256_file(out_dir / name) for name in files}
-    record = {"key": key, "files": hashes, "stats": asdict(stats)}
-    write_atomic(state_path, json.dumps(record, indent=1).encode())
-    return PublishOutcome(files, stats, len(ordered), 0, changes)
+        shard_info = ShardInfo(shard_no, count, key, [r.id for r in ordered], paths.publish_state / "pending")
+        shard_info.scratch.mkdir(parents=True, exist_ok=True)
+        written = sink.publish_shard(docs, shard_info, out_dir, run)
+        files, changes = written.files, written.changes
+    for _ in docs:  # whatever the sink did not read still counts in the statistics
+        pass
+    state = {
+        "key": key,
+        "count": count,
+        "run_id": run.run_id,
+        "refs": [[r.id, r.key] for r in ordered],
+        "files": file_stats(out_dir, files),
+        "changes": changes,
+        "stats": collector.partial(),
+    }
+    write_atomic(state_path, json.dumps(state, separators=(",", ":")).encode())
+    return ShardResult(refs=[], computed=len(ordered))
+
+
+def finish_publish(
+    paths: Paths, spec: StepSpec | None, shards: list[int], count: int, run: RunInfo, report: Report = no_progress
+) -> PublishOutcome:
+    """After every shard: the sink's `finish` (or, for a sink that publishes the whole corpus at
+    once, its `publish` over every record in id order), the merged statistics, and the state.
+
+    When no shard was published in this run, the shard layout is the same and the files the
+    last finish wrote are intact, nothing is done: the statistics come from the last finish.
+    States of shards that no longer exist are removed after the sink removed their outputs.
+    """
+    out_dir = Path(paths.out)
+    states = {n: read_state(paths.publish_state / f"shard-{n}.json") for n in shards}
+    missing = [n for n, state in states.items() if state is None or state["count"] != count]
+    if missing:
+        raise RuntimeError(f"publish: shards {missing} have no published state; run again")
+    current = {n: state for n, state in states.items() if state is not None}
+    fingerprint = spec.fingerprint if spec else "no-sink"
+    key = digest_lines([fingerprint, str(count), *(current[n]["key"] for n in shards)])
+    finished_path = paths.publish_state / "finished.json"
+    finished = read_state(finished_path)
+    sink = step_for(spec) if spec is not None else None
+    external = isinstance(sink, SinkStep) and sink.outputs_external()
+    published = {n: state for n, state in current.items() if state["run_id"] == run.run_id}
+    shard_files = sorted({name for state in current.values() for name in state["files"]})
+    scratch = paths.publish_state / "pending"
+    pending = scratch.is_dir() and any(scratch.iterdir())
+    unchanged = finished and finished["key"] == key and not published and not pending and not external
+    if unchanged and files_intact(out_dir, finished["files"]):
+        total = sum(len(state["refs"]) for state in current.values())
+        report(total)
+        same = {store: {"inserted": 0, "updated": 0, "unchanged": total, "deleted": 0} for store in finished["stores"]}
+        return PublishOutcome(outputs(shard_files + list(finished["files"])), CorpusStats(**finished["stats"]), same)
+
+    def ids() -> Iterator[str]:
+        for n in shards:
+            for doc_id, _ in current[n]["refs"]:
+                yield doc_id
+
+    stats = StatsCollector.merged(state["stats"] for state in current.values()).result()
+    changes: dict[str, dict[str, int]] = {}
+    files: list[str] = []
+    if isinstance(sink, SinkStep) and sink.sharded():
+        info = FinishInfo(
+            count=count,
+            shards=list(shards),
+            keys={n: current[n]["key"] for n in shards},
+            published={n: PublishReport(files=list(s["files"]), changes=s["changes"]) for n, s in published.items()},
+            unchanged=sum(len(s["refs"]) for n, s in current.items() if n not in published),
+            scratch=scratch,
+            ids=ids,
+        )
+        done = sink.finish(info, out_dir, run)
+        files, changes = done.files, done.changes
+    elif isinstance(sink, SinkStep):
+        store = paths.store
+        everything = heapq.merge(*(current[n]["refs"] for n in shards))
+        done = sink.publish(reported((store.get_doc(doc_key) for _, doc_key in everything), report), out_dir, run)
+        files, changes = done.files, done.changes
+    if scratch.is_dir():  # work the shards left for this finish: done, or stale
+        for path in scratch.iterdir():
+            path.unlink(missing_ok=True)
+    for path in paths.publish_state.glob("shard-*.json"):
+        if int(path.stem.removeprefix("shard-")) not in current:
+            path.unlink(missing_ok=True)
+    record = {"key": key, "files": file_stats(out_dir, files), "stats": asdict(stats), "stores": sorted(changes)}
+    write_atomic(finished_path, json.dumps(record, indent=1).encode())
+    return PublishOutcome(outputs(shard_files + files), stats, changes)
+
+
+def read_state(path: Path) -> dict[str, Any] | None:
+    """A publish state file; None when missing or unreadable (then the work is done again)."""
+    try:
+        state = json.loads(path.read_bytes())
+    except (OSError, ValueError):
+        return None
+    return state if isinstance(state, dict) else None
+
+
+def file_stats(out_dir: Path, names: list[str]) -> dict[str, list[int]]:
+    """Size, mtime and inode of each file: enough to notice that it was changed or replaced."""
+    stats = {}
+    for name in names:
+        st = (out_dir / name).stat()
+        stats[name] = [st.st_size, st.st_mtime_ns, st.st_ino]
+    return stats
+
+
+def files_intact(out_dir: Path, stats: dict[str, list[int]]) -> bool:
+    """Whether every file is still there as it was written (same size, mtime and inode)."""
+    for name, recorded in stats.items():
+        try:
+            st = (out_dir / name).stat()
+        except OSError:
+            return False
+        if [st.st_size, st.st_mtime_ns, st.st_ino] != recorded:
+            return False
+    return True
+
+
+def outputs(files: list[str]) -> list[str]:
+    """Output names for the manifest: a file, or a part folder once (`documents/`)."""
+    names: dict[str, None] = {}
+    for name in files:
+        folder, _, rest = name.partition("/")
+        names[f"{folder}/" if rest else folder] = None
+    return list(names)
 
 
 def reported(items: Iterator[T], report: Report) -> Iterator[T]:
@@ -344,8 +517,3 @@ def reported(items: Iterator[T], report: Report) -> Iterator[T]:
         if count % BATCH == 0:
             report(BATCH)
     report(count % BATCH)
-
-
-def outputs_intact(out_dir: Path, hashes: dict[str, str]) -> bool:
-    """Whether every published file is still there with the bytes we wrote."""
-    return all((out_dir / name).exists() and sha256_file(out_dir / name) == sha for name, sha in hashes.items())

@@ -9,7 +9,8 @@ import hashlib
 import json
 import uuid
 from abc import ABC, abstractmethod
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
 from functools import cache
 from importlib import metadata
 from pathlib import Path
@@ -162,14 +163,49 @@ class RunInfo(BaseModel):
 
 
 class PublishReport(BaseModel):
-    """What a sink wrote: files in the output folder, and per store the rows it changed."""
+    """What a sink wrote: files under the output folder (paths relative to it), and per store
+    the rows it `inserted`, `updated`, left `unchanged` and `deleted`."""
 
     files: list[str]
     changes: dict[str, dict[str, int]] = {}
 
 
+@dataclass(frozen=True)
+class ShardInfo:
+    """The shard a `publish_shard` call writes: shard `number` of `count` (shards are
+    `crc32(id) % count`), the `ids` of its records, a `key` that changes whenever any of its
+    records does, and `scratch`, a folder where the sink may leave work for `finish`."""
+
+    number: int
+    count: int
+    key: str
+    ids: list[str]
+    scratch: Path
+
+
+@dataclass(frozen=True)
+class FinishInfo:
+    """What `finish` learns after every shard: the current shards, `published`, the reports of
+    those written in this run (keyed by shard number; the others were unchanged and skipped),
+    the number of records in skipped shards, and every current record id, streamed."""
+
+    count: int
+    shards: list[int]
+    keys: dict[int, str]
+    published: dict[int, PublishReport]
+    unchanged: int
+    scratch: Path
+    ids: Callable[[], Iterator[str]]
+
+
 class SinkStep(Step):
-    """The last step: writes every record, of every status, to its stores."""
+    """The last step: writes every record, of every status, to its stores.
+
+    A sink is either sharded, overriding `publish_shard` and `finish` (the built-in `publish`):
+    the flow runs one `publish_shard` task per shard, in parallel, and skips a shard whose
+    records and sink fingerprint are unchanged and whose files are intact; then one `finish`.
+    Or it overrides only `publish`, and gets every record in one call, as before.
+    """
 
     scope: ClassVar[Scope] = "sink"
 
@@ -182,6 +218,23 @@ class SinkStep(Step):
         that a publish is already done, so the flow must not skip it."""
         return False
 
-    @abstractmethod
+    @classmethod
+    def sharded(cls) -> bool:
+        """Whether this sink publishes shard by shard (it overrides `publish_shard`)."""
+        return cls.publish_shard is not SinkStep.publish_shard
+
+    def publish_shard(self, docs: Iterator[Document], shard: ShardInfo, out_dir: Path, run: RunInfo) -> PublishReport:
+        """Write one shard's records (sorted by id), replacing what it wrote for this shard
+        number before; report the files holding them. Shards run in parallel: write nothing
+        that another shard writes too (leave shared work in `shard.scratch` for `finish`)."""
+        raise NotImplementedError(f"{type(self).__name__} publishes the whole corpus at once (`publish`)")
+
+    def finish(self, info: FinishInfo, out_dir: Path, run: RunInfo) -> PublishReport:
+        """After every shard: shared stores, removal of shards that are gone, totals. Reports
+        the files it wrote and the changes of the whole publish."""
+        return PublishReport(files=[])
+
     def publish(self, docs: Iterator[Document], out_dir: Path, run: RunInfo | None = None) -> PublishReport:
-        """Write `docs` (sorted by id) under `out_dir` and any other store; idempotent."""
+        """Write `docs` (sorted by id) under `out_dir` and any other store; idempotent. The
+        entry point of a sink that is not sharded; a sharded one implements it as one shard."""
+        raise NotImplementedError(f"{type(self).__name__} implements neither publish nor publish_shard")

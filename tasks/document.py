@@ -79,7 +79,7 @@ class Document:
         return cls(**data)
 
     def to_record(self) -> dict[str, Any]:
-        """The published `documents.jsonl` record (the stable public schema)."""
+        """The published JSON Lines record (`jsonl/part-NNNNN.jsonl`: the stable public schema)."""
         return {
             "id": self.id,
             "path": self.path,

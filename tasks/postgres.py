@@ -10,12 +10,10 @@ that textmill did not create) fails at once with a message saying what to fix.
 """
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 import re
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -27,7 +25,7 @@ from tenacity import Retrying, retry_if_exception, stop_after_attempt, wait_expo
 from textmill.tasks.base import RunInfo
 from textmill.tasks.document import Document
 from textmill.tasks.secrets import redact
-from textmill.tasks.sinks import document_row, entity_rows
+from textmill.tasks.sinks import document_row, entity_rows, row_hash
 
 log = logging.getLogger("textmill.publish.postgres")
 
@@ -102,14 +100,10 @@ def connection_problem(dsn: str, timeout: int = 5) -> str | None:
         return redact(lines[0] if lines else type(exc).__name__)
 
 
-def row_hash(row: dict[str, Any], entities: list[dict[str, Any]]) -> str:
-    """Digest of everything published for one document: equal digests mean nothing to write."""
-    payload = json.dumps([row, entities], sort_keys=True, ensure_ascii=False, default=str)
-    return hashlib.sha256(payload.encode()).hexdigest()
-
-
 class PostgresSink:
-    """Publishes into one schema of a PostgreSQL database; see the module docstring."""
+    """Publishes one shard's documents (`ids`) into one schema of a PostgreSQL database; see the
+    module docstring. Shards publish in parallel, each on its own connection; `finish` then
+    tombstones what left the corpus and records the run."""
 
     files: list[str]
 
@@ -121,8 +115,10 @@ class PostgresSink:
         batch_size: int = 500,
         retries: int = 5,
         retry_delay: float = 0.5,
+        ids: list[str] | None = None,
     ) -> None:
         self.dsn = dsn
+        self.ids = ids
         self.schema = schema
         self.run = run
         self.batch_size = batch_size
@@ -172,13 +168,19 @@ class PostgresSink:
             self.existing[row["id"]] = (row["row_hash"], False)
 
     def commit(self) -> None:
-        """Last batch; then, in one more transaction, tombstones, clusters and the run record."""
+        """The last batch of this shard."""
         self.flush()
-        gone = sorted(doc_id for doc_id, (_, deleted) in self.existing.items() if not deleted and doc_id not in self.seen)
-        self.counts["deleted"] = len(gone)
-        self._call(lambda conn: self._finish(conn, gone))
+        self.close()
+
+    def finish(self, ids: Iterable[str], totals: dict[str, int]) -> int:
+        """After every shard, in one transaction: tombstones for live documents not in `ids`,
+        clusters, and the run record with `totals` (the shards' counts); returns the tombstones."""
+        current = set(ids)
+        self.counts.update(totals)
+        self._call(lambda conn: self._finish(conn, current))
         self.close()
         log.info("published to PostgreSQL %s: %s", self.target, dict(self.counts))
+        return self.counts["deleted"]
 
     def abort(self) -> None:
         """Committed batches stay (they are whole and correct); a re-run completes the rest."""
@@ -269,7 +271,12 @@ class PostgresSink:
                     conn.execute(script)  # type: ignore[arg-type]  # trusted files shipped with textmill
                     conn.execute("INSERT INTO schema_migrations (version, name) VALUES (%s, %s)", [version, name])
                     log.info("PostgreSQL %s: applied migration %04d_%s", self.target, version, name)
-            rows = conn.execute("SELECT id, row_hash, deleted_at IS NOT NULL FROM documents").fetchall()
+            if self.ids is None:
+                rows = conn.execute("SELECT id, row_hash, deleted_at IS NOT NULL FROM documents").fetchall()
+            else:
+                rows = conn.execute(
+                    "SELECT id, row_hash, deleted_at IS NOT NULL FROM documents WHERE id = ANY(%s)", [self.ids]
+                ).fetchall()
         return {doc_id: (digest, deleted) for doc_id, digest, deleted in rows}
 
     def _write_batch(
@@ -307,9 +314,13 @@ class PostgresSink:
             conn.execute("DELETE FROM entities WHERE doc_id = ANY(%s)", [ids])
             conn.execute("INSERT INTO entities SELECT * FROM staging_entities WHERE doc_id = ANY(%s)", [ids])
 
-    def _finish(self, conn: psycopg.Connection[Any], gone: list[str]) -> None:
-        """Tombstone documents whose source is gone, refresh clusters, record the run."""
+    def _finish(self, conn: psycopg.Connection[Any], current: set[str]) -> None:
+        """Tombstone documents whose source is gone (live, not in `current`), refresh clusters,
+        record the run."""
         with conn.transaction():
+            live = conn.execute("SELECT id FROM documents WHERE deleted_at IS NULL").fetchall()
+            gone = sorted(doc_id for (doc_id,) in live if doc_id not in current)
+            self.counts["deleted"] = len(gone)
             conn.execute(
                 "UPDATE documents SET deleted_at = now(), updated_at = now(), run_id = %s"
                 " WHERE id = ANY(%s) AND deleted_at IS NULL",
@@ -329,13 +340,14 @@ class PostgresSink:
             )
             changed = self.counts["inserted"] + self.counts["updated"] + self.counts["deleted"]
             first = conn.execute("SELECT NOT EXISTS (SELECT 1 FROM runs)").fetchone()
-            if changed or (first and first[0]):
-                conn.execute(
-                    "INSERT INTO runs (run_id, run_name, config_digest, documents, inserted, updated, unchanged, deleted)"
-                    " VALUES (%s, %s, %s, %s, %s, %s, %s, %s) ON CONFLICT (run_id) DO NOTHING",
-                    [
-                        self.run.run_id, self.run.run_name, self.run.config_digest, len(self.seen),
-                        self.counts["inserted"], self.counts["updated"], self.counts["unchanged"],
-                        self.counts["deleted"],
-                    ],
-                )
+            if not changed and not (first and first[0]):
+                return
+            conn.execute(
+                "INSERT INTO runs (run_id, run_name, config_digest, documents, inserted, updated, unchanged, deleted)"
+                " VALUES (%s, %s, %s, %s, %s, %s, %s, %s) ON CONFLICT (run_id) DO NOTHING",
+                [
+                    self.run.run_id, self.run.run_name, self.run.config_digest, len(current),
+                    self.counts["inserted"], self.counts["updated"], self.counts["unchanged"],
+                    self.counts["deleted"],
+                ],
+            )

@@ -1,17 +1,20 @@
 """The `publish` step: write every record, whatever its status, to the configured stores."""
 from __future__ import annotations
 
+import hashlib
+import json
 import re
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from textmill.tasks.base import PublishReport, RunInfo, SinkStep, StepOptions
+from textmill.tasks.base import FinishInfo, PublishReport, RunInfo, ShardInfo, SinkStep, StepOptions
 from textmill.tasks.document import Document
 from textmill.tasks.secrets import has_password
-from textmill.tasks.sinks import FILE_SINKS, Sink
+from textmill.tasks.sinks import PART_SINKS, SQLITE_FILE, Sink, SqliteDelta, SqliteStore, remove_stale_parts
 
 SCHEMA_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
 
@@ -57,23 +60,27 @@ class PublishOptions(StepOptions):
 
 
 class Publisher(SinkStep):
-    """Streams documents once through every store; files are replaced together or not at all."""
+    """Writes each shard's records once through every store; see `tasks/sinks.py` for the layout.
+
+    Per shard: a JSON Lines part, Parquet parts, a delta against `textmill.sqlite`, and upserts
+    into PostgreSQL, each replaced together or not at all. `finish` applies the SQLite deltas,
+    removes parts of shards that are gone, and tombstones PostgreSQL rows whose source is gone.
+    """
 
     name = "publish"
-    version = "2"
+    version = "3"
     Options = PublishOptions
     options: PublishOptions
 
     def outputs_external(self) -> bool:
         return "postgres" in self.options.formats
 
-    def publish(self, docs: Iterator[Document], out_dir: Path, run: RunInfo | None = None) -> PublishReport:
-        run = run or RunInfo()
+    def publish_shard(self, docs: Iterator[Document], shard: ShardInfo, out_dir: Path, run: RunInfo) -> PublishReport:
         out_dir.mkdir(parents=True, exist_ok=True)
         sinks: list[Sink] = []
         try:
             for fmt in self.options.formats:
-                sinks.append(self.open_sink(fmt, out_dir, run))
+                sinks.append(self.open_sink(fmt, out_dir, run, shard))
             for doc in docs:
                 for sink in sinks:
                     sink.write(doc)
@@ -86,7 +93,46 @@ class Publisher(SinkStep):
         changes = {fmt: sink.changes for fmt, sink in zip(self.options.formats, sinks) if hasattr(sink, "changes")}
         return PublishReport(files=[f for s in sinks for f in s.files], changes=changes)
 
-    def open_sink(self, fmt: str, out_dir: Path, run: RunInfo) -> Sink:
+    def finish(self, info: FinishInfo, out_dir: Path, run: RunInfo) -> PublishReport:
+        changes: dict[str, dict[str, int]] = {}
+        files: list[str] = []
+        for fmt in self.options.formats:
+            totals = {"inserted": 0, "updated": 0, "unchanged": info.unchanged, "deleted": 0}
+            for report in info.published.values():
+                for name, count in report.changes.get(fmt, {}).items():
+                    totals[name] = totals.get(name, 0) + count
+            if fmt in PART_SINKS:
+                remove_stale_parts(out_dir, fmt, set(info.shards))
+            elif fmt == "sqlite":
+                totals.update(SqliteStore(out_dir, run).finish(info.scratch, info.keys, info.ids()))
+                files.append(SQLITE_FILE)
+                changes[fmt] = totals
+            elif fmt == "postgres":
+                from textmill.tasks.postgres import PostgresSink
+
+                sink = self.open_sink(fmt, out_dir, run, None)
+                assert isinstance(sink, PostgresSink)
+                sink.finish(info.ids(), totals)
+                changes[fmt] = sink.changes
+        return PublishReport(files=files, changes=changes)
+
+    def publish(self, docs: Iterator[Document], out_dir: Path, run: RunInfo | None = None) -> PublishReport:
+        """Everything as one shard, then `finish` (for direct use; the flow publishes by shard)."""
+        run = run or RunInfo()
+        records = list(docs)
+        ids = [d.id for d in records]
+        with tempfile.TemporaryDirectory() as scratch:
+            shard = ShardInfo(number=0, count=1, key=digest_ids(records), ids=ids, scratch=Path(scratch))
+            written = self.publish_shard(iter(records), shard, out_dir, run)
+            info = FinishInfo(
+                count=1, shards=[0], keys={0: shard.key}, published={0: written}, unchanged=0,
+                scratch=Path(scratch), ids=lambda: iter(ids),
+            )
+            finished = self.finish(info, out_dir, run)
+        return PublishReport(files=written.files + finished.files, changes=finished.changes)
+
+    def open_sink(self, fmt: str, out_dir: Path, run: RunInfo, shard: ShardInfo | None = None) -> Sink:
+        """The writer of `fmt` for `shard` (for PostgreSQL without a shard: the one `finish` uses)."""
         opts = self.options
         if fmt == "postgres":
             from textmill.tasks.postgres import PostgresSink
@@ -99,7 +145,17 @@ class Publisher(SinkStep):
                 batch_size=opts.postgres_batch_size,
                 retries=opts.postgres_retries,
                 retry_delay=opts.postgres_retry_delay,
+                ids=shard.ids if shard is not None else [],
             )
+        shard = shard or ShardInfo(number=0, count=1, key="", ids=[], scratch=out_dir)
         if fmt == "sqlite":
-            return FILE_SINKS[fmt](out_dir, run)
-        return FILE_SINKS[fmt](out_dir)
+            return SqliteDelta(out_dir, shard.scratch, shard.number, shard.key)
+        return PART_SINKS[fmt](out_dir, shard.number)
+
+
+def digest_ids(docs: list[Document]) -> str:
+    """A key for a one-shard publish: changes with any record."""
+    h = hashlib.sha256()
+    for doc in docs:
+        h.update(json.dumps(doc.to_dict(), sort_keys=True, default=str).encode())
+    return h.hexdigest()

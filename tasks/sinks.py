@@ -1,15 +1,21 @@
-"""Writers for the published outputs. Each writes to a temporary file and renames on commit.
+"""Writers for the published outputs, one shard at a time, and the shared SQLite file.
 
-A sink that fails part-way removes its temporary file, so a retried publish starts clean and
-never leaves duplicated or half-written rows behind. A committed file whose bytes equal the
-file already there is not replaced, so publishing the same results twice changes nothing.
+File outputs are datasets of one part per shard (`jsonl/part-00003.jsonl`,
+`documents/part-00003.parquet`, `entities/part-00003.parquet`): a shard's writer writes its
+parts to temporary files and renames them on commit, so a retried publish starts clean, and a
+part whose bytes equal the one already there is not replaced. `textmill.sqlite` is shared by
+every shard, so shards do not write it: each writes the rows that differ from it (by a digest
+of the row) to a delta file, and `SqliteStore.finish` applies the deltas, deletes the rows of
+documents that are gone and refreshes `clusters` and `runs`, in one transaction.
 """
 from __future__ import annotations
 
 import hashlib
 import json
+import os
+import re
 import sqlite3
-from collections import Counter
+from collections.abc import Iterator
 from contextlib import closing
 from datetime import datetime, timezone
 from pathlib import Path
@@ -53,7 +59,7 @@ ENTITY_SCHEMA = pa.schema(
 
 
 class Sink(Protocol):
-    """Receives every document once, in id order, then commits or aborts."""
+    """Receives every document of a shard once, in id order, then commits or aborts."""
 
     files: list[str]
 
@@ -86,12 +92,43 @@ def entity_rows(doc: Document) -> list[dict[str, Any]]:
     ]
 
 
-class JsonlSink:
-    """`documents.jsonl`: the stable public record, one line per input document."""
+def row_hash(row: dict[str, Any], entities: list[dict[str, Any]]) -> str:
+    """Digest of everything published for one document: equal digests mean nothing to write."""
+    payload = json.dumps([row, entities], sort_keys=True, ensure_ascii=False, default=str)
+    return hashlib.sha256(payload.encode()).hexdigest()
 
-    def __init__(self, out_dir: Path) -> None:
-        self.target = out_dir / "documents.jsonl"
-        self.files = [self.target.name]
+
+def part_name(shard: int) -> str:
+    """A shard's part file name without its suffix; zero-padded, so names sort in shard order."""
+    return f"part-{shard:05d}"
+
+
+PART = re.compile(r"^part-(\d{5})\.")
+# Each file format's parts: folder and suffix.
+PART_FOLDERS = {"jsonl": (("jsonl", ".jsonl"),), "parquet": (("documents", ".parquet"), ("entities", ".parquet"))}
+# The single files of earlier versions, which the part folders replace.
+LEGACY_FILES = {"jsonl": ("documents.jsonl",), "parquet": ("documents.parquet", "entities.parquet")}
+
+
+def remove_stale_parts(out_dir: Path, fmt: str, shards: set[int]) -> None:
+    """Delete `fmt`'s parts of shards that no longer exist, and its single files of earlier versions."""
+    for folder, suffix in PART_FOLDERS.get(fmt, ()):
+        if not (out_dir / folder).is_dir():
+            continue
+        for path in (out_dir / folder).iterdir():
+            match = PART.match(path.name)
+            if match and path.name.endswith(suffix) and int(match.group(1)) not in shards:
+                path.unlink(missing_ok=True)
+    for name in LEGACY_FILES.get(fmt, ()):
+        (out_dir / name).unlink(missing_ok=True)
+
+
+class JsonlPart:
+    """`jsonl/part-N.jsonl`: the stable public record, one line per input document of shard N."""
+
+    def __init__(self, out_dir: Path, shard: int) -> None:
+        self.target = out_dir / "jsonl" / f"{part_name(shard)}.jsonl"
+        self.files = [self.target.relative_to(out_dir).as_posix()]
         self.tmp = temp_beside(self.target)
         self.fh = self.tmp.open("w", encoding="utf-8")
 
@@ -108,12 +145,13 @@ class JsonlSink:
         self.tmp.unlink(missing_ok=True)
 
 
-class ParquetSink:
-    """`documents.parquet` and `entities.parquet`, written in batches to bound memory."""
+class ParquetPart:
+    """`documents/part-N.parquet` and `entities/part-N.parquet`, written in batches to bound
+    memory; every part has the same schema, so each folder reads as one table."""
 
-    def __init__(self, out_dir: Path) -> None:
-        self.targets = [out_dir / "documents.parquet", out_dir / "entities.parquet"]
-        self.files = [t.name for t in self.targets]
+    def __init__(self, out_dir: Path, shard: int) -> None:
+        self.targets = [out_dir / "documents" / f"{part_name(shard)}.parquet", out_dir / "entities" / f"{part_name(shard)}.parquet"]
+        self.files = [t.relative_to(out_dir).as_posix() for t in self.targets]
         self.tmps = [temp_beside(t) for t in self.targets]
         self.writers = [pq.ParquetWriter(self.tmps[0], DOCUMENT_SCHEMA), pq.ParquetWriter(self.tmps[1], ENTITY_SCHEMA)]
         self.rows: tuple[list[dict[str, Any]], list[dict[str, Any]]] = ([], [])
@@ -144,16 +182,24 @@ class ParquetSink:
             tmp.unlink(missing_ok=True)
 
 
-SQLITE_SCHEMA = """
+# Bump with any change to SQLITE_SCHEMA: a file of another version is rebuilt, its runs kept.
+SQLITE_VERSION = 2
+DOCUMENT_COLUMNS = (
+    "id", "path", "sha256", "status", "reason", "text", "meta", "lang", "lang_score",
+    "cluster", "duplicate_of", "entity_count", "row_hash",
+)
+ROW_TABLES = """
 CREATE TABLE documents (
     id TEXT PRIMARY KEY, path TEXT NOT NULL, sha256 TEXT NOT NULL, status TEXT NOT NULL,
     reason TEXT, text TEXT NOT NULL, meta TEXT NOT NULL, lang TEXT, lang_score REAL,
-    cluster TEXT, duplicate_of TEXT, entity_count INTEGER NOT NULL
+    cluster TEXT, duplicate_of TEXT, entity_count INTEGER NOT NULL, row_hash TEXT NOT NULL
 );
 CREATE TABLE entities (
     doc_id TEXT NOT NULL REFERENCES documents(id), text TEXT NOT NULL, label TEXT NOT NULL,
     start INTEGER NOT NULL, "end" INTEGER NOT NULL, canonical TEXT
 );
+"""
+SQLITE_SCHEMA = ROW_TABLES + """
 CREATE TABLE clusters (
     id TEXT PRIMARY KEY, canonical TEXT NOT NULL REFERENCES documents(id), size INTEGER NOT NULL
 );
@@ -171,78 +217,200 @@ CREATE INDEX entities_doc ON entities(doc_id);
 CREATE VIRTUAL TABLE documents_fts USING fts5(
     text, content='documents', content_rowid='rowid', tokenize='unicode61 remove_diacritics 2'
 );
+CREATE TRIGGER documents_fts_insert AFTER INSERT ON documents BEGIN
+    INSERT INTO documents_fts(rowid, text) VALUES (new.rowid, new.text);
+END;
+CREATE TRIGGER documents_fts_delete AFTER DELETE ON documents BEGIN
+    INSERT INTO documents_fts(documents_fts, rowid, text) VALUES ('delete', old.rowid, old.text);
+END;
+CREATE TRIGGER documents_fts_update AFTER UPDATE OF text ON documents BEGIN
+    INSERT INTO documents_fts(documents_fts, rowid, text) VALUES ('delete', old.rowid, old.text);
+    INSERT INTO documents_fts(rowid, text) VALUES (new.rowid, new.text);
+END;
 """
 RUN_COLUMNS = (
     "run_id", "run_name", "published_at", "config_digest", "documents", "ok", "duplicate", "rejected", "content_digest",
 )
 
 
-class SqliteSink:
-    """`textmill.sqlite`: a searchable copy of the corpus, built in a fresh file per publish.
+def open_readonly(path: Path) -> sqlite3.Connection | None:
+    """`textmill.sqlite` for reading, when it exists and has this version's schema."""
+    if not path.exists():
+        return None
+    try:
+        db = sqlite3.connect(path.resolve().as_uri() + "?mode=ro", uri=True)
+    except sqlite3.Error:
+        return None
+    try:
+        if db.execute("PRAGMA user_version").fetchone() == (SQLITE_VERSION,):
+            return db
+    except sqlite3.DatabaseError:
+        pass
+    db.close()
+    return None
 
-    The `runs` table carries over from the previous file and gains a row only when the
-    content changed, so publishing the same records again leaves the file byte-identical.
-    """
 
-    def __init__(self, out_dir: Path, run: RunInfo | None = None) -> None:
-        self.target = out_dir / "textmill.sqlite"
-        self.files = [self.target.name]
-        self.run = run or RunInfo()
+class SqliteDelta:
+    """One shard's rows that differ from `textmill.sqlite` (or are missing from it), written to
+    a delta file in the scratch folder for `SqliteStore.finish`; counts what it found."""
+
+    def __init__(self, out_dir: Path, scratch: Path, shard: int, key: str) -> None:
+        self.files: list[str] = []
+        self.main = open_readonly(out_dir / SQLITE_FILE)
+        self.target = scratch / f"sqlite-{shard:05d}-{key[:16]}.sqlite"
+        self.stale = [p for p in scratch.glob(f"sqlite-{shard:05d}-*.sqlite") if p != self.target] if scratch.is_dir() else []
         self.tmp = temp_beside(self.target)
         self.db = sqlite3.connect(self.tmp)
-        self.db.executescript(SQLITE_SCHEMA)
-        self.content = hashlib.sha256()
-        self.statuses: Counter[str] = Counter()
+        self.db.executescript(ROW_TABLES)
+        self.counts = {"inserted": 0, "updated": 0, "unchanged": 0}
 
     def write(self, doc: Document) -> None:
         row = document_row(doc)
         entities = entity_rows(doc)
-        self.content.update(json.dumps([row, entities], sort_keys=True, ensure_ascii=False).encode())
-        self.statuses[doc.status] += 1
-        self.db.execute(
-            "INSERT INTO documents VALUES (:id, :path, :sha256, :status, :reason, :text, :meta, :lang,"
-            " :lang_score, :cluster, :duplicate_of, :entity_count)",
-            row,
-        )
+        row["row_hash"] = row_hash(row, entities)
+        found = self.main.execute("SELECT row_hash FROM documents WHERE id = ?", (doc.id,)).fetchone() if self.main else None
+        if found == (row["row_hash"],):
+            self.counts["unchanged"] += 1
+            return
+        self.counts["updated" if found else "inserted"] += 1
+        self.db.execute(f"INSERT INTO documents VALUES ({', '.join(':' + c for c in DOCUMENT_COLUMNS)})", row)
         self.db.executemany("INSERT INTO entities VALUES (:doc_id, :text, :label, :start, :end, :canonical)", entities)
 
     def commit(self) -> None:
-        self.db.execute("INSERT INTO documents_fts(documents_fts) VALUES ('rebuild')")
-        self.db.execute(
-            "INSERT INTO clusters SELECT cluster, coalesce(min(id) FILTER (WHERE duplicate_of IS NULL), cluster),"
-            " count(*) FROM documents WHERE cluster IS NOT NULL GROUP BY cluster HAVING count(*) > 1"
-        )
-        self.record_runs()
         self.db.commit()
-        self.db.close()
-        replace_if_changed(self.tmp, self.target)
+        self.close()
+        os.replace(self.tmp, self.target)
+        for path in self.stale:
+            path.unlink(missing_ok=True)
 
-    def record_runs(self) -> None:
-        """Earlier runs from the file being replaced, then this one if the content changed."""
-        previous: list[tuple[Any, ...]] = []
-        if self.target.exists():
-            try:
-                with closing(sqlite3.connect(self.target.resolve().as_uri() + "?mode=ro", uri=True)) as old:
-                    previous = old.execute(f"SELECT {', '.join(RUN_COLUMNS)} FROM runs ORDER BY rowid").fetchall()
-            except sqlite3.DatabaseError:
-                previous = []  # an older layout or a damaged file: its history cannot be carried over
-        placeholders = ", ".join("?" * len(RUN_COLUMNS))
-        self.db.executemany(f"INSERT INTO runs VALUES ({placeholders})", previous)
-        digest = self.content.hexdigest()
-        if previous and previous[-1][-1] == digest:
+    def abort(self) -> None:
+        self.close()
+        self.tmp.unlink(missing_ok=True)
+
+    def close(self) -> None:
+        self.db.close()
+        if self.main is not None:
+            self.main.close()
+
+    @property
+    def changes(self) -> dict[str, int]:
+        return dict(self.counts)
+
+
+SQLITE_FILE = "textmill.sqlite"
+
+
+class SqliteStore:
+    """`textmill.sqlite`: a searchable copy of the corpus, updated in place by the shards' deltas.
+
+    One transaction applies every pending delta of a current shard (upserts; the full-text index
+    follows through triggers), deletes documents no longer in the corpus and refreshes
+    `clusters`; the `runs` table gains a row only when the content changed. When nothing changed
+    nothing is written, so the file stays byte-identical. A file of an older layout (or a
+    damaged one) is rebuilt from the deltas, which then hold every row, keeping its runs.
+    """
+
+    def __init__(self, out_dir: Path, run: RunInfo | None = None) -> None:
+        self.target = out_dir / SQLITE_FILE
+        self.run = run or RunInfo()
+
+    def finish(self, scratch: Path, keys: dict[int, str], ids: Iterator[str]) -> dict[str, int]:
+        """Apply the deltas of the current shards (`keys`: shard -> key), delete rows of ids not
+        in `ids`; returns the rows deleted. Deltas of other shards or keys are discarded."""
+        wanted = {scratch / f"sqlite-{n:05d}-{key[:16]}.sqlite" for n, key in keys.items()}
+        found = sorted(scratch.glob("sqlite-*.sqlite")) if scratch.is_dir() else []
+        deltas = [p for p in found if p in wanted]
+        existing = open_readonly(self.target)
+        fresh = existing is None
+        if existing is not None:
+            existing.close()
+        path = temp_beside(self.target) if fresh else self.target
+        try:
+            deleted = self.apply(path, fresh, deltas, ids)
+            if fresh:
+                os.replace(path, self.target)
+        except BaseException:
+            if fresh:
+                path.unlink(missing_ok=True)
+            raise
+        for delta in found:
+            delta.unlink(missing_ok=True)
+        return {"deleted": deleted}
+
+    def apply(self, path: Path, fresh: bool, deltas: list[Path], ids: Iterator[str]) -> int:
+        db = sqlite3.connect(path, isolation_level=None)
+        try:
+            if fresh:
+                db.executescript(SQLITE_SCHEMA)
+                db.execute(f"PRAGMA user_version = {SQLITE_VERSION}")
+            db.execute("BEGIN IMMEDIATE")
+            changed = fresh
+            if fresh:
+                self.carry_runs(db)
+            updates = ", ".join(f"{c} = excluded.{c}" for c in DOCUMENT_COLUMNS if c != "id")
+            upsert = f"INSERT INTO documents VALUES ({', '.join('?' * len(DOCUMENT_COLUMNS))}) ON CONFLICT (id) DO UPDATE SET {updates}"
+            for delta in deltas:
+                with closing(sqlite3.connect(delta)) as source:
+                    rows = source.execute("SELECT * FROM documents").fetchall()
+                    entities = source.execute("SELECT * FROM entities").fetchall()
+                if rows:
+                    changed = True
+                    db.executemany("DELETE FROM entities WHERE doc_id = ?", ((row[0],) for row in rows))
+                    db.executemany(upsert, rows)
+                    db.executemany("INSERT INTO entities VALUES (?, ?, ?, ?, ?, ?)", entities)
+            db.execute("CREATE TEMP TABLE current (id TEXT PRIMARY KEY)")
+            db.executemany("INSERT OR IGNORE INTO temp.current VALUES (?)", ((i,) for i in ids))
+            gone = "SELECT id FROM documents WHERE id NOT IN (SELECT id FROM temp.current)"
+            db.execute(f"DELETE FROM entities WHERE doc_id IN ({gone})")
+            deleted = db.execute(f"DELETE FROM documents WHERE id IN ({gone})").rowcount
+            changed = changed or deleted > 0
+            if changed:
+                db.execute("DELETE FROM clusters")
+                db.execute(
+                    "INSERT INTO clusters SELECT cluster, coalesce(min(id) FILTER (WHERE duplicate_of IS NULL), cluster),"
+                    " count(*) FROM documents WHERE cluster IS NOT NULL GROUP BY cluster HAVING count(*) > 1"
+                )
+                self.record_run(db)
+                db.execute("COMMIT")
+            else:
+                db.execute("ROLLBACK")
+            return deleted
+        except BaseException:
+            if db.in_transaction:
+                db.execute("ROLLBACK")
+            raise
+        finally:
+            db.close()
+
+    def carry_runs(self, db: sqlite3.Connection) -> None:
+        """The `runs` of the file being rebuilt, when it has them."""
+        if not self.target.exists():
             return
-        self.db.execute(
-            f"INSERT OR IGNORE INTO runs VALUES ({placeholders})",
+        try:
+            with closing(sqlite3.connect(self.target.resolve().as_uri() + "?mode=ro", uri=True)) as old:
+                previous = old.execute(f"SELECT {', '.join(RUN_COLUMNS)} FROM runs ORDER BY rowid").fetchall()
+        except sqlite3.DatabaseError:
+            return  # a damaged file, or one without runs: its history cannot be carried over
+        db.executemany(f"INSERT INTO runs VALUES ({', '.join('?' * len(RUN_COLUMNS))})", previous)
+
+    def record_run(self, db: sqlite3.Connection) -> None:
+        """A `runs` row for this publish, unless the content equals that of the last run recorded."""
+        content = hashlib.sha256()
+        for doc_id, digest in db.execute("SELECT id, row_hash FROM documents ORDER BY id"):
+            content.update(f"{doc_id}\0{digest}\n".encode())
+        digest = content.hexdigest()
+        last = db.execute("SELECT content_digest FROM runs ORDER BY rowid DESC LIMIT 1").fetchone()
+        if last == (digest,):
+            return
+        statuses = dict(db.execute("SELECT status, count(*) FROM documents GROUP BY status").fetchall())
+        db.execute(
+            f"INSERT OR IGNORE INTO runs VALUES ({', '.join('?' * len(RUN_COLUMNS))})",
             (
                 self.run.run_id, self.run.run_name, datetime.now(timezone.utc).isoformat(timespec="seconds"),
-                self.run.config_digest, sum(self.statuses.values()), self.statuses["ok"],
-                self.statuses["duplicate"], self.statuses["rejected"], digest,
+                self.run.config_digest, sum(statuses.values()), statuses.get("ok", 0),
+                statuses.get("duplicate", 0), statuses.get("rejected", 0), digest,
             ),
         )
 
-    def abort(self) -> None:
-        self.db.close()
-        self.tmp.unlink(missing_ok=True)
 
-
-FILE_SINKS: dict[str, type] = {"jsonl": JsonlSink, "parquet": ParquetSink, "sqlite": SqliteSink}
+PART_SINKS: dict[str, type] = {"jsonl": JsonlPart, "parquet": ParquetPart}

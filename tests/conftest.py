@@ -85,12 +85,14 @@ class SeedsRun:
     published_after: dict[str, tuple[int, bytes]]
 
 
-PUBLISHED = ("documents.jsonl", "documents.parquet", "entities.parquet", "textmill.sqlite")
+PART_FOLDERS = ("jsonl", "documents", "entities")
 
 
 def published_files(out: Path) -> dict[str, tuple[int, bytes]]:
-    """Each published file's modification time and bytes."""
-    return {name: ((out / name).stat().st_mtime_ns, (out / name).read_bytes()) for name in PUBLISHED}
+    """Each published file's modification time and bytes: every part and `textmill.sqlite`."""
+    names = [p.relative_to(out).as_posix() for folder in PART_FOLDERS for p in sorted((out / folder).glob("part-*"))]
+    assert names, f"no parts published in {out}"
+    return {name: ((out / name).stat().st_mtime_ns, (out / name).read_bytes()) for name in [*names, "textmill.sqlite"]}
 
 
 @pytest.fixture(scope="session")

@@ -16,9 +16,14 @@ def run_flow(corpus: Path, out: Path, config: Path = CONFIG) -> dict[str, Any]:
     return textmill(corpus=str(corpus), out=str(out), config=str(config))
 
 
+def jsonl_lines(out: Path) -> list[str]:
+    """Every line of the JSON Lines parts (`jsonl/part-*.jsonl`), in part order."""
+    return [line for part in sorted((out / "jsonl").glob("part-*.jsonl")) for line in part.read_text().splitlines()]
+
+
 def records(out: Path) -> dict[str, dict[str, Any]]:
-    """documents.jsonl by id."""
-    rows = [json.loads(line) for line in (out / "documents.jsonl").read_text().splitlines()]
+    """The published JSON Lines records by id."""
+    rows = [json.loads(line) for line in jsonl_lines(out)]
     return {r["id"]: r for r in rows}
 
 

@@ -11,7 +11,7 @@ import pytest
 
 from bench.synth import generate
 from conftest import REPO, free_port, shared_path, stop
-from flowkit import run_flow, set_option
+from flowkit import jsonl_lines, run_flow, set_option
 from textmill.flows.pipeline import textmill
 from textmill.flows.runners import loaded_steps, make_task_runner
 
@@ -56,8 +56,8 @@ def dask_cluster(prefect_server: None, tmp_path: Path) -> Iterator[str]:
         log.close()
 
 
-def sorted_lines(path: Path) -> list[str]:
-    return sorted(path.read_text(encoding="utf-8").splitlines())
+def sorted_lines(out: Path) -> list[str]:
+    return sorted(jsonl_lines(out))
 
 
 def test_dask_cluster_gives_the_same_corpus_as_threads(dask_cluster: str, config_copy: Path, tmp_path: Path) -> None:
@@ -73,7 +73,7 @@ def test_dask_cluster_gives_the_same_corpus_as_threads(dask_cluster: str, config
 
     assert on_dask["counts"] == threads["counts"]
     assert on_dask["counts"]["duplicate"] >= planted.exact
-    assert sorted_lines(tmp_path / "dask" / "documents.jsonl") == sorted_lines(tmp_path / "threads" / "documents.jsonl")
+    assert sorted_lines(tmp_path / "dask") == sorted_lines(tmp_path / "threads")
     with Client(dask_cluster) as client:
         held = client.run(loaded_steps)
     assert len(held) == 2

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import sqlite3
 from pathlib import Path
 
@@ -65,7 +66,11 @@ def test_second_run_computes_nothing_and_shards_are_cached(seeds_run: SeedsRun) 
     assert computed(second) == {name: 0 for name in first["steps"]}
     assert second["read"]["computed"] == 0
     assert (first["hashed_files"], second["hashed_files"]) == ({"hashed": 5, "unchanged": 0}, {"hashed": 0, "unchanged": 5})
-    varying = ("run_id", "read", "steps", "hashed_files")
+    assert (first["published"], second["published"]) == (
+        {"sqlite": {"inserted": 5, "updated": 0, "unchanged": 0, "deleted": 0}},
+        {"sqlite": {"inserted": 0, "updated": 0, "unchanged": 5, "deleted": 0}},
+    )
+    varying = ("run_id", "read", "steps", "hashed_files", "published")
     assert {k: v for k, v in second.items() if k not in varying} == {k: v for k, v in first.items() if k not in varying}
     states = task_run_states(second["run_id"], expected=10)
     shard_tasks = {name: state for name, state in states.items() if not name.startswith(("discover", "publish"))}
@@ -82,20 +87,21 @@ def test_outputs_written_completely(seeds_run: SeedsRun) -> None:
     import pyarrow.parquet as pq
 
     out, first = seeds_run.out, seeds_run.first
-    assert pq.read_table(out / "documents.parquet").num_rows == 5
-    assert pq.read_table(out / "entities.parquet").num_rows == first["entities"]
+    assert pq.read_table(out / "documents").num_rows == 5
+    assert pq.read_table(out / "entities").num_rows == first["entities"]
+    assert first["outputs"] == ["documents/", "entities/", "jsonl/", "textmill.sqlite", "manifest.json"]
     assert json.loads((out / "manifest.json").read_text())["run_id"] != first["run_id"]
     with sqlite3.connect(out / "textmill.sqlite") as db:
         assert db.execute("SELECT count(*) FROM documents").fetchone() == (5,)
         assert db.execute("SELECT count(*) FROM entities").fetchone() == (first["entities"],)
-    assert not list(out.glob(".*.tmp"))
+    assert not list(out.rglob(".*.tmp"))
 
 
 def test_republishing_changes_no_file(prefect_server: None, seeds_copy: Path, tmp_path: Path) -> None:
     out = tmp_path / "out"
     run_flow(seeds_copy, out)
     before = published_files(out)
-    (out / ".textmill" / "published.json").unlink()
+    shutil.rmtree(out / ".textmill" / "publish")
     manifest = run_flow(seeds_copy, out)
     assert manifest["steps"]["publish"]["computed"] == 5
     assert published_files(out) == before

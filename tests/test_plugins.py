@@ -83,7 +83,7 @@ def test_a_failing_shard_fails_the_run(prefect_server: None, plugin: Path, tmp_p
     config = config_with_plugin(tmp_path, "fail = true")
     with pytest.raises(RuntimeError, match="wordcount was told to fail"):
         run_flow(SEEDS, tmp_path / "out", config)
-    assert not (tmp_path / "out" / "documents.jsonl").exists()
+    assert not (tmp_path / "out" / "jsonl").exists()
 
 
 def test_unknown_step_names_the_installed_ones(tmp_path: Path) -> None:
@@ -119,3 +119,49 @@ def test_unknown_config_section_is_an_error(tmp_path: Path) -> None:
     path.write_text(textwrap.dedent('[pipeline]\nsteps = ["clean"]\n[runn]\nworkers = 2\n'))
     with pytest.raises(ConfigError, match="runn"):
         load_config(path)
+
+
+SINK_PLUGIN = '''
+from textmill.tasks.base import PublishReport, SinkStep
+
+
+class IdList(SinkStep):
+    """A sink written for the whole-corpus contract: one `publish` call with every record."""
+
+    name = "idlist"
+    version = "1"
+
+    def publish(self, docs, out_dir, run=None):
+        out_dir.mkdir(parents=True, exist_ok=True)
+        (out_dir / "ids.txt").write_text("".join(f"{d.id} {d.status}\\n" for d in docs))
+        return PublishReport(files=["ids.txt"])
+'''
+
+
+@pytest.mark.slow
+def test_a_sink_that_publishes_the_whole_corpus_at_once_still_works(
+    prefect_server: None, seeds_copy: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "textmill_idlist.py").write_text(SINK_PLUGIN)
+    dist = site / "textmill_idlist-0.1.dist-info"
+    dist.mkdir()
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: textmill-idlist\nVersion: 0.1\n")
+    (dist / "entry_points.txt").write_text("[textmill.steps]\nidlist = textmill_idlist:IdList\n")
+    monkeypatch.syspath_prepend(str(site))
+    importlib.invalidate_caches()
+    config = tmp_path / "pipeline.toml"
+    config.write_text('[pipeline]\nsteps = ["clean", "idlist"]\n[run]\nshard_size = 2\n')
+    out = tmp_path / "out"
+
+    first = run_flow(seeds_copy, out, config)
+    listed = (out / "ids.txt").read_text().splitlines()
+    assert listed == sorted(f"{p.name} ok" for p in seeds_copy.iterdir()), "every record, in id order, across shards"
+    assert first["outputs"] == ["ids.txt", "manifest.json"] and first["documents"] == 5
+    written = (out / "ids.txt").stat().st_mtime_ns
+    second = run_flow(seeds_copy, out, config)
+    assert computed(second)["publish"] == 0 and (out / "ids.txt").stat().st_mtime_ns == written
+    (seeds_copy / "extra.txt").write_text("One more short article about the weather in the valley this week.\n")
+    third = run_flow(seeds_copy, out, config)
+    assert third["documents"] == 6 and len((out / "ids.txt").read_text().splitlines()) == 6

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from conftest import SEEDS, SeedsRun
-from flowkit import records, run_flow, set_option
+from flowkit import jsonl_lines, records, run_flow, set_option
 from textmill.flows.retry import is_transient
 from textmill.tasks import sinks
 from textmill.tasks.base import ConfigError
@@ -27,25 +27,25 @@ def test_publish_survives_two_sink_failures(
     calm = seeds_run.out
 
     failures = {"left": 2}
-    real_write = sinks.SqliteSink.write
+    real_write = sinks.SqliteDelta.write
 
-    def flaky_write(self: sinks.SqliteSink, doc: object) -> None:
+    def flaky_write(self: sinks.SqliteDelta, doc: object) -> None:
         if failures["left"] and doc.id.startswith("002"):
             failures["left"] -= 1
             raise OSError("disk I/O error (injected)")
         real_write(self, doc)
 
-    monkeypatch.setattr(sinks.SqliteSink, "write", flaky_write)
+    monkeypatch.setattr(sinks.SqliteDelta, "write", flaky_write)
     flaky = tmp_path / "flaky"
     manifest = run_flow(SEEDS, flaky, config_copy)
 
     assert failures["left"] == 0
     assert manifest["counts"] == {"duplicate": 2, "ok": 3}
-    assert (flaky / "documents.jsonl").read_bytes() == (calm / "documents.jsonl").read_bytes()
+    assert jsonl_lines(flaky) == jsonl_lines(calm)
     assert table_rows(flaky / "textmill.sqlite") == table_rows(calm / "textmill.sqlite")
     assert len(table_rows(flaky / "textmill.sqlite")["documents"]) == 5
     assert records(flaky).keys() == records(calm).keys()
-    assert not list(flaky.glob(".*.tmp"))
+    assert not list(flaky.rglob(".*.tmp"))
 
 
 def test_permanent_failure_is_not_retried(
@@ -54,11 +54,11 @@ def test_permanent_failure_is_not_retried(
     set_option(config_copy, "run", "retry_delay_seconds = 0.05")
     calls = {"n": 0}
 
-    def denied(self: sinks.SqliteSink, doc: object) -> None:
+    def denied(self: sinks.SqliteDelta, doc: object) -> None:
         calls["n"] += 1
         raise PermissionError(13, "Permission denied", "textmill.sqlite")
 
-    monkeypatch.setattr(sinks.SqliteSink, "write", denied)
+    monkeypatch.setattr(sinks.SqliteDelta, "write", denied)
     with pytest.raises(PermissionError):
         run_flow(SEEDS, tmp_path / "out", config_copy)
     assert calls["n"] == 1

@@ -204,7 +204,7 @@ def test_a_shard_that_raises_fails_its_task_after_retries_and_the_run(
     assert "OSError" in failed["state"]["message"] and "injected" in failed["state"]["message"]
     assert by_name["dedupe-0"]["state_type"] == "COMPLETED"
     assert "entities-0" not in by_name and "publish" not in by_name
-    assert not (tmp_path / "out" / "documents.jsonl").exists()
+    assert not (tmp_path / "out" / "jsonl").exists()
 
 
 def test_prefect_yaml_deploys_onto_a_process_pool_and_a_worker_runs_it(

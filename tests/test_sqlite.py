@@ -181,7 +181,7 @@ def test_cli_search_prints_ranked_hits(seeds_run: SeedsRun) -> None:
 @pytest.mark.slow
 def test_parquet_reads_back_in_pyarrow_pandas_and_duckdb(seeds_run: SeedsRun) -> None:
     out = seeds_run.out
-    docs_path, entities_path = out / "documents.parquet", out / "entities.parquet"
+    docs_path, entities_path = out / "documents", out / "entities"
     table = pq.read_table(docs_path)
     frame = pd.read_parquet(docs_path)
     assert table.num_rows == len(frame) == 5
@@ -190,7 +190,7 @@ def test_parquet_reads_back_in_pyarrow_pandas_and_duckdb(seeds_run: SeedsRun) ->
     per_doc = entities.groupby("doc_id").size().to_dict()
     assert per_doc == {r["id"]: r["entity_count"] for _, r in frame.iterrows() if r["entity_count"]}
     counted = duckdb.sql(
-        f"SELECT d.lang, count(*) FROM '{docs_path}' d JOIN '{entities_path}' e ON e.doc_id = d.id"
+        f"SELECT d.lang, count(*) FROM '{docs_path}/*.parquet' d JOIN '{entities_path}/*.parquet' e ON e.doc_id = d.id"
         " WHERE d.status = 'ok' GROUP BY d.lang"
     ).fetchall()
     assert counted == [("en", int(frame.loc[frame["status"] == "ok", "entity_count"].sum()))]

@@ -1,7 +1,7 @@
 """Deduplication quality: textmill's clusters checked with exact set computations.
 
 textmill runs as a user runs it (the CLI in a subprocess, pipeline clean -> dedupe -> publish,
-the project's clean and dedupe options), and its `documents.jsonl` is checked against:
+the project's clean and dedupe options), and its records (`jsonl/`) are checked against:
 byte-identical files (sha256 of the raw bytes, computed here); exact Jaccard and containment of
 the same shingles the step uses (casefolded `\\w+` words, 5-word shingles, a shorter text is one
 shingle), rewritten here rather than imported so that a bug in the step is not shared. MinHash
@@ -24,6 +24,7 @@ from collections import Counter, defaultdict
 from pathlib import Path
 from typing import Any
 
+from bench.agree import load_records
 from bench.common import REPO, markdown_table
 from bench.quality import CONFIG, QualityError, bar, finish, first_files, require_dir, timed
 
@@ -91,8 +92,7 @@ def run_textmill(corpus: Path, work: Path) -> tuple[dict[str, dict[str, Any]], d
     proc, seconds = timed(lambda: subprocess.run(argv, cwd=REPO, env=env, stdout=subprocess.PIPE, text=True))
     if proc.returncode != 0:
         raise QualityError(f"`{' '.join(argv)}` exited {proc.returncode}")
-    with open(out / "documents.jsonl", encoding="utf-8") as fh:
-        records = {r["id"]: r for r in map(json.loads, fh)}
+    records = load_records(out / "jsonl")
     return records, options, seconds
 
 

@@ -1,0 +1,122 @@
+"""Publishing per shard: a change rewrites only its shard's parts; SQLite is updated in place."""
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+import duckdb
+import pandas as pd
+import polars as pl
+import pytest
+
+from conftest import published_files
+from flowkit import computed, records, run_flow, set_option
+from textmill.flows.keys import shard_of
+from textmill.flows.store import Store
+
+pytestmark = pytest.mark.slow
+
+SHARDS = 4  # five seeds in shards of 2: a power of two
+
+
+@pytest.fixture
+def config(config_copy: Path) -> Path:
+    set_option(config_copy, "pipeline", 'steps = ["clean", "dedupe", "language", "publish"]')
+    set_option(config_copy, "run", "shard_size = 2")
+    return config_copy
+
+
+def parts_of(out: Path, shard: int) -> set[str]:
+    return {f"jsonl/part-{shard:05d}.jsonl", f"documents/part-{shard:05d}.parquet", f"entities/part-{shard:05d}.parquet"}
+
+
+def sqlite_rows(out: Path) -> dict[str, tuple]:
+    with sqlite3.connect(out / "textmill.sqlite") as db:
+        return {row[0]: row for row in db.execute("SELECT id, status, text, cluster FROM documents")}
+
+
+def test_a_change_rewrites_only_its_shard_and_sqlite_in_place(
+    prefect_server: None, seeds_copy: Path, config: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "out"
+    first = run_flow(seeds_copy, out, config)
+    shards = {shard_of(p.name, SHARDS) for p in seeds_copy.iterdir()}
+    assert len(shards) > 1, "the seeds spread over several shards"
+    before = published_files(out)
+    assert set(before) == {name for n in shards for name in parts_of(out, n)} | {"textmill.sqlite"}
+    database = (out / "textmill.sqlite").stat().st_ino
+
+    edited = next(p for p in sorted(seeds_copy.iterdir()) if p.name.startswith("003"))
+    edited.write_text(edited.read_text() + "\nA closing line added by the newsroom on a later day.\n")
+    second = run_flow(seeds_copy, out, config)
+    after = published_files(out)
+    touched = parts_of(out, shard_of(edited.name, SHARDS))
+    members = sum(1 for p in seeds_copy.iterdir() if shard_of(p.name, SHARDS) == shard_of(edited.name, SHARDS))
+    assert {name for name in after if after[name] != before[name]} == {
+        f"jsonl/part-{shard_of(edited.name, SHARDS):05d}.jsonl",
+        f"documents/part-{shard_of(edited.name, SHARDS):05d}.parquet",
+        "textmill.sqlite",
+    }, "the entities part is unchanged (no entities step), every other shard untouched"
+    assert touched & set(after)
+    assert second["steps"]["publish"]["computed"] == members
+    assert second["steps"]["publish"]["cached"] == 5 - members
+    assert second["published"]["sqlite"] == {"inserted": 0, "updated": 1, "unchanged": 4, "deleted": 0}
+    assert (out / "textmill.sqlite").stat().st_ino == database, "updated in place, not rebuilt"
+    assert "A closing line added" in records(out)[edited.name]["text"]
+    assert sqlite_rows(out)[edited.name][2] == records(out)[edited.name]["text"]
+    assert first["counts"] == second["counts"]
+
+
+def test_deletions_remove_rows_and_removed_shards_lose_their_parts(
+    prefect_server: None, seeds_copy: Path, config: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "out"
+    run_flow(seeds_copy, out, config)
+    removed = next(p for p in sorted(seeds_copy.iterdir()) if p.name.startswith("002"))
+    removed.unlink()
+    manifest = run_flow(seeds_copy, out, config)
+    assert manifest["documents"] == 4
+    assert manifest["published"]["sqlite"]["deleted"] == 1
+    assert removed.name not in records(out)
+    assert removed.name not in sqlite_rows(out)
+    assert removed.name not in set(pd.read_parquet(out / "documents")["id"])
+    with sqlite3.connect(out / "textmill.sqlite") as db:
+        db.execute("INSERT INTO documents_fts(documents_fts) VALUES ('integrity-check')")  # raises if out of step
+        found = db.execute(
+            "SELECT d.id FROM documents_fts f JOIN documents d ON d.rowid = f.rowid WHERE documents_fts MATCH 'Putin'"
+        ).fetchall()
+    assert {i for (i,) in found} == set(records(out)), "every remaining seed mentions Putin; the removed one is gone"
+
+    set_option(config, "run", "shard_size = 500")  # one shard: the other parts must go
+    one = run_flow(seeds_copy, out, config)
+    assert one["documents"] == 4
+    assert sorted(p.name for p in (out / "documents").iterdir()) == ["part-00000.parquet"]
+    assert sorted(p.name for p in (out / "jsonl").iterdir()) == ["part-00000.jsonl"]
+    assert sorted(p.name for p in (out / ".textmill" / "publish").glob("shard-*.json")) == ["shard-0.json"]
+    assert set(records(out)) == set(sqlite_rows(out)) == {p.name for p in seeds_copy.iterdir()}
+
+
+def test_the_dataset_reads_as_one_table_with_the_records_and_a_warm_run_reads_no_record(
+    prefect_server: None, seeds_copy: Path, config: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    out = tmp_path / "out"
+    run_flow(seeds_copy, out, config)
+    recs = records(out)
+    frame = pd.read_parquet(out / "documents").set_index("id")
+    assert sorted(frame.index) == sorted(recs) and len(list((out / "documents").iterdir())) > 1
+    assert {i: (r["status"], r["text"], r["cluster"]) for i, r in recs.items()} == {
+        i: (row["status"], row["text"], row["cluster"]) for i, row in frame.iterrows()
+    }
+    assert sorted(duckdb.sql(f"SELECT id FROM '{out}/documents/*.parquet'").fetchall()) == [(i,) for i in sorted(recs)]
+    assert sorted(pl.read_parquet(f"{out}/documents/*.parquet")["id"].to_list()) == sorted(recs)
+    assert set(sqlite_rows(out)) == set(recs)
+    before = published_files(out)
+
+    def refuse(self: Store, key: str) -> None:
+        raise AssertionError(f"a warm run read record {key}")
+
+    monkeypatch.setattr(Store, "get_doc", refuse)
+    warm = run_flow(seeds_copy, out, config)
+    assert computed(warm)["publish"] == 0 and warm["steps"]["publish"]["cached"] == 5
+    assert warm["counts"] == {"duplicate": 2, "ok": 3}
+    assert published_files(out) == before
