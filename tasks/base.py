@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import tempfile
 import uuid
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Iterator
@@ -130,9 +131,20 @@ class DocumentStep(Step):
 class CorpusStep(Step):
     """A step whose result depends on the whole corpus (clustering, corpus-wide names).
 
-    It runs in three phases so that the expensive part stays per-document and cacheable:
-    `summarize` (per document, cached), `build_index` (once, over all summaries, cheap),
-    then `decide` + `apply` (per document, from the index).
+    It runs in phases so that the expensive part stays per-document and cacheable and no
+    process needs the whole corpus in memory:
+
+    1. `summarize` per document (cached); the orchestrator writes each shard's summaries into
+       a bundle folder and calls `spill` to add the step's own files (e.g. rows per partition).
+    2. `reduce` once per partition (`partitions()` of them, in parallel), over every shard's
+       bundle, into a small JSON-able partial; it may keep files in `state` between runs to
+       update an index with what changed instead of rebuilding it.
+    3. `combine` the partials into the index.
+    4. `decide` + `apply` per document, from the index.
+
+    A step either overrides `build_index` (one partition whose reduce streams every summary:
+    the default) or `spill`/`reduce`/`combine`; `build_index` then runs those in a temporary
+    folder, for callers that hold summaries in memory.
     """
 
     scope: ClassVar[Scope] = "corpus"
@@ -141,9 +153,44 @@ class CorpusStep(Step):
     def summarize(self, docs: list[Document]) -> list[dict[str, Any]]:
         """Return one small JSON-able summary per document, in the same order."""
 
-    @abstractmethod
     def build_index(self, summaries: Iterable[tuple[str, dict[str, Any]]]) -> dict[str, Any]:
-        """Build the corpus-wide index from `(document id, summary)` pairs; JSON-able."""
+        """Build the corpus-wide index from `(document id, summary)` pairs; JSON-able.
+
+        Default: the partitioned phases over one bundle in a temporary folder."""
+        if type(self).reduce is CorpusStep.reduce:
+            raise NotImplementedError(f"{type(self).__name__} overrides neither build_index nor reduce")
+        from textmill.tasks.bundle import write_bundle
+
+        with tempfile.TemporaryDirectory(prefix="textmill-index-") as tmp:
+            folder = Path(tmp) / "bundle"
+            write_bundle(folder, sorted(summaries, key=lambda pair: pair[0]), self)
+            partials = [self.reduce(p, [folder], Path(tmp) / f"state-{p}") for p in range(self.partitions())]
+            return self.combine(partials)
+
+    def partitions(self) -> int:
+        """How many partitions the index is reduced in (one task each); part of the options."""
+        return 1
+
+    def spill(self, summaries: list[tuple[str, dict[str, Any]]], folder: Path) -> None:
+        """Add this shard's files for `reduce` to `folder` (summaries in id order); default none."""
+
+    def reduce(self, partition: int, bundles: list[Path], state: Path) -> dict[str, Any]:
+        """The partial index of one partition over every shard's bundle folder (sorted).
+
+        `state` is this partition's folder, kept between runs of the same step fingerprint: a
+        step may keep what it needs there to update its partial from the bundles that changed.
+        The partial must depend on the bundles only, never on what `state` held before.
+        Default: `build_index` over every summary (one partition).
+        """
+        from textmill.tasks.bundle import read_summaries
+
+        return self.build_index(pair for folder in bundles for pair in read_summaries(folder))
+
+    def combine(self, partials: list[dict[str, Any]]) -> dict[str, Any]:
+        """The index from every partition's partial, in partition order; default: the one partial."""
+        if len(partials) != 1:
+            raise ValueError(f"{type(self).__name__} has {len(partials)} partials; override combine")
+        return partials[0]
 
     @abstractmethod
     def decide(self, index: dict[str, Any], doc_id: str, summary: dict[str, Any]) -> dict[str, Any]:

@@ -1,0 +1,352 @@
+"""One partition of the dedupe index: buckets of band rows to verified links, kept on disk.
+
+A partition task reads its record batch from every shard's rows file, sorts the rows by
+bucket key and turns each bucket into candidate pairs: every pair of a bucket, or in a bucket
+of more than `BUCKET_REACH + 1` members (boilerplate every page shares) each member with the
+`BUCKET_REACH` after it in (size, shard, row) order, so no bucket costs quadratic time.
+Candidates are verified from the signatures (estimated Jaccard; estimated containment for
+the containment bands) and kept as links tagged with their bucket key.
+
+Between runs the partition keeps its sorted rows and links in its state folder with the
+bundles they came from. A later run drops the rows of bundles that are gone, adds those of
+new bundles, and recomputes only the buckets whose membership changed (every key of a row
+removed or added); links of the other buckets are kept. A bucket's links depend on its
+members only, so the result equals a rebuild over the same bundles.
+"""
+from __future__ import annotations
+
+import json
+import os
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+
+from textmill.tasks.dedupe_bands import (
+    CENSUS,
+    CONTAINMENT,
+    EMPTY,
+    IPC_OPTIONS,
+    JACCARD,
+    BandLayout,
+    key_slots,
+    read_docs,
+    read_partition_rows,
+    signatures_of,
+    size_bucket,
+)
+
+# Members a row is paired with in an oversized bucket (datatrove links consecutive members
+# of a bucket; verified pairs need a little more reach to keep near-duplicates together).
+BUCKET_REACH = 64
+# Pairs verified at once: bounds the temporary arrays (num_perm bytes per pair).
+VERIFY_CHUNK = 65_536
+STATE_FILE = "state.json"
+
+_ROWS = ("key", "size", "src", "row")
+_LINKS = ("key", "a_src", "a_row", "b_src", "b_row")
+
+
+@dataclass(frozen=True)
+class Thresholds:
+    jaccard: float
+    containment: float | None
+    min_shingles: int
+
+
+@dataclass
+class Arrays:
+    """Columns of equal length, by name."""
+
+    columns: dict[str, np.ndarray]
+
+    def __len__(self) -> int:
+        return len(next(iter(self.columns.values())))
+
+    def __getitem__(self, name: str) -> np.ndarray:
+        return self.columns[name]
+
+    def take(self, selector: np.ndarray) -> Arrays:
+        return Arrays({name: values[selector] for name, values in self.columns.items()})
+
+    @staticmethod
+    def concat(parts: list[Arrays], names: tuple[str, ...], dtypes: dict[str, Any]) -> Arrays:
+        return Arrays(
+            {n: np.concatenate([p[n] for p in parts]) if parts else np.empty(0, dtypes[n]) for n in names}
+        )
+
+
+_ROW_TYPES = {"key": np.uint64, "size": np.uint32, "src": np.int64, "row": np.int64}
+_LINK_TYPES = {"key": np.uint64, "a_src": np.int64, "a_row": np.int64, "b_src": np.int64, "b_row": np.int64}
+
+
+def reduce_partition(
+    layout: BandLayout, thresholds: Thresholds, partition: int, bundles: list[Path], state: Path
+) -> dict[str, Any]:
+    """The partial index of `partition`: links as id pairs, the ranking fields of their members,
+    and the counts of documents and exact copies; updates `state` for the next run."""
+    bundles = sorted(bundles, key=lambda b: b.name)
+    names = [b.name for b in bundles]
+    source = {name: i for i, name in enumerate(names)}
+    previous = _load_state(state)
+    parts: list[Arrays] = []
+    changed_keys: list[np.ndarray] = []
+    kept_links = Arrays.concat([], _LINKS, _LINK_TYPES)
+    known: set[str] = set()
+    if previous is not None:
+        old_names, old_rows, old_links = previous
+        remap = np.array([source.get(name, -1) for name in old_names], dtype=np.int64)
+        still = remap[old_rows["src"]] >= 0 if len(old_rows) else np.zeros(0, bool)
+        changed_keys.append(old_rows["key"][~still])
+        kept = old_rows.take(still)
+        kept.columns["src"] = remap[kept["src"]]
+        parts.append(kept)
+        known = {name for name in old_names if name in source}
+        kept_links = old_links
+        kept_links.columns["a_src"] = remap[old_links["a_src"]]
+        kept_links.columns["b_src"] = remap[old_links["b_src"]]
+    for name, folder in zip(names, bundles):
+        if name in known:
+            continue
+        key, row, size = read_partition_rows(folder, partition)
+        parts.append(Arrays({"key": key, "size": size, "src": np.full(len(key), source[name], np.int64), "row": row.astype(np.int64)}))
+        changed_keys.append(key)
+    rows = Arrays.concat(parts, _ROWS, _ROW_TYPES)
+    rows = rows.take(np.lexsort((rows["row"], rows["src"], rows["size"], rows["key"])))
+
+    touched = np.unique(np.concatenate(changed_keys)) if changed_keys else np.empty(0, np.uint64)
+    if len(kept_links):
+        kept_links = kept_links.take(~_member(kept_links["key"], touched))
+    new_links = _links(layout, thresholds, rows.take(_member(rows["key"], touched)), bundles)
+    links = Arrays.concat([kept_links, new_links], _LINKS, _LINK_TYPES)
+    _save_state(state, names, rows, links)
+    return _partial(rows, links, bundles)
+
+
+def combine_partials(partials: list[dict[str, Any]]) -> dict[str, Any]:
+    """Union-find over every partition's links; each cluster is named after its most complete
+    member (longest text, then earliest date, undated last, then path, then id)."""
+    from textmill.tasks.union_find import UnionFind
+
+    links = UnionFind()
+    members: dict[str, list[Any]] = {}
+    documents = exact = 0
+    for partial in partials:
+        documents += partial["documents"]
+        exact += partial["exact_duplicates"]
+        members.update(partial["members"])
+        for a, b in partial["links"]:
+            links.union(a, b)
+    clusters: dict[str, dict[str, str | None]] = {}
+    count = 0
+    for group in links.groups():
+        if len(group) < 2:
+            continue
+        count += 1
+        canonical = min(group, key=lambda doc_id: _rank(doc_id, members[doc_id]))
+        for doc_id in group:
+            clusters[doc_id] = {"cluster": canonical, "duplicate_of": None if doc_id == canonical else canonical}
+    return {
+        "clusters": dict(sorted(clusters.items())),
+        "stats": {
+            "documents": documents,
+            "clusters": count,
+            "exact_duplicates": exact,
+            "near_duplicates": len(clusters) - count - exact,
+        },
+    }
+
+
+def _rank(doc_id: str, fields: list[Any]) -> tuple[Any, ...]:
+    length, date, path = fields
+    return (-length, date is None, date or "", path, doc_id)
+
+
+def _member(values: np.ndarray, sorted_set: np.ndarray) -> np.ndarray:
+    """Whether each value is in `sorted_set` (sorted, unique)."""
+    if not len(sorted_set) or not len(values):
+        return np.zeros(len(values), dtype=bool)
+    at = np.minimum(np.searchsorted(sorted_set, values), len(sorted_set) - 1)
+    return sorted_set[at] == values
+
+
+def _links(layout: BandLayout, thresholds: Thresholds, rows: Arrays, bundles: list[Path]) -> Arrays:
+    """Verified links of the buckets of `rows` (sorted by key, size, src, row)."""
+    keys = rows["key"]
+    if len(keys) < 2:
+        return Arrays.concat([], _LINKS, _LINK_TYPES)
+    starts = np.flatnonzero(np.r_[True, keys[1:] != keys[:-1]])
+    counts = np.diff(np.r_[starts, len(keys)])
+    multi = np.repeat(counts >= 2, counts)
+    rows = rows.take(multi)
+    keys = rows["key"]
+    if not len(keys):
+        return Arrays.concat([], _LINKS, _LINK_TYPES)
+    slots = key_slots(keys)
+    found: list[Arrays] = []
+
+    census = np.flatnonzero(slots == CENSUS)
+    if len(census) > 1:
+        a, b = census[:-1], census[1:]
+        same = keys[a] == keys[b]
+        found.append(_pairs(rows, keys[a[same]], a[same], b[same]))
+
+    banded = rows.take((slots != CENSUS) & (slots != EMPTY))
+    if len(banded) > 1:
+        found.extend(_verified_band_links(layout, thresholds, banded, bundles))
+    return Arrays.concat(found, _LINKS, _LINK_TYPES)
+
+
+def _pairs(rows: Arrays, keys: np.ndarray, a: np.ndarray, b: np.ndarray) -> Arrays:
+    return Arrays(
+        {"key": keys, "a_src": rows["src"][a], "a_row": rows["row"][a], "b_src": rows["src"][b], "b_row": rows["row"][b]}
+    )
+
+
+def _verified_band_links(layout: BandLayout, thresholds: Thresholds, rows: Arrays, bundles: list[Path]) -> list[Arrays]:
+    keys = rows["key"]
+    starts = np.flatnonzero(np.r_[True, keys[1:] != keys[:-1]])
+    counts = np.diff(np.r_[starts, len(keys)])
+    bucket = np.repeat(np.arange(len(starts)), counts)
+    docs = (rows["src"].astype(np.uint64) << np.uint64(32)) | rows["row"].astype(np.uint64)
+    unique_docs, doc_of_row = np.unique(docs, return_inverse=True)
+    signatures = _gather_signatures(layout.num_perm, unique_docs, bundles)
+    sizes = rows["size"].astype(np.float64)
+    grid = _size_grid(rows["size"])
+    slots = key_slots(keys)
+    kinds = np.array(layout.kinds, dtype=np.int8)[slots]
+    band_r = np.array(layout.widths, dtype=np.int64)[slots]
+    band_no = np.array(layout.bands, dtype=np.int64)[slots]
+    xqs = np.array(layout.xqs, dtype=np.float64)
+    params = np.array(layout.params, dtype=np.int64).reshape(-1, 2)
+
+    found: list[Arrays] = []
+    for distance in range(1, min(BUCKET_REACH, int(counts.max()) - 1) + 1):
+        a = np.flatnonzero(bucket[:-distance] == bucket[distance:])
+        for chunk in range(0, len(a), VERIFY_CHUNK):
+            first = a[chunk : chunk + VERIFY_CHUNK]
+            second = first + distance
+            jaccard = (
+                np.count_nonzero(signatures[doc_of_row[first]] == signatures[doc_of_row[second]], axis=1)
+                / layout.num_perm
+            )
+            link = (kinds[first] == JACCARD) & (jaccard >= thresholds.jaccard)
+            containment = kinds[first] == CONTAINMENT
+            if thresholds.containment is not None and containment.any():
+                for query, target in ((first, second), (second, first)):
+                    link |= containment & _contained(
+                        thresholds, jaccard, sizes[query], sizes[target], grid[target],
+                        band_r[first], band_no[first], xqs, params,
+                    )
+            found.append(_pairs(rows, keys[first[link]], first[link], second[link]))
+    return found
+
+
+def _contained(
+    thresholds: Thresholds,
+    jaccard: np.ndarray,
+    q: np.ndarray,
+    x: np.ndarray,
+    x_grid: np.ndarray,
+    band_r: np.ndarray,
+    band_no: np.ndarray,
+    xqs: np.ndarray,
+    params: np.ndarray,
+) -> np.ndarray:
+    """Whether the query (size `q`) would find the target through this band, as the ensemble
+    does for the banding of `size_bucket(x)/q`, and its estimated containment passes."""
+    at = np.minimum(np.searchsorted(xqs, x_grid / q, side="left"), len(xqs) - 1)
+    b, r = params[at, 0], params[at, 1]
+    candidate = (q >= thresholds.min_shingles) & (r == band_r) & (band_no < b)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        estimate = np.where(jaccard > 0, jaccard * (q + x) / ((1.0 + jaccard) * q), 0.0)
+    assert thresholds.containment is not None
+    return candidate & (estimate >= thresholds.containment)
+
+
+def _size_grid(sizes: np.ndarray) -> np.ndarray:
+    """`size_bucket` of each size, computed once per distinct size in Python (exact floats)."""
+    distinct, inverse = np.unique(sizes, return_inverse=True)
+    return np.array([float(size_bucket(int(s))) for s in distinct], dtype=np.float64)[inverse]
+
+
+def _gather_signatures(num_perm: int, docs: np.ndarray, bundles: list[Path]) -> np.ndarray:
+    """Signatures of `docs` (sorted `src << 32 | row` codes), read one shard file at a time."""
+    out = np.empty((len(docs), num_perm), dtype=np.uint32)
+    src = (docs >> np.uint64(32)).astype(np.int64)
+    row = (docs & np.uint64(0xFFFFFFFF)).astype(np.int64)
+    bounds = np.searchsorted(src, np.arange(len(bundles) + 1))
+    for s in np.flatnonzero(np.diff(bounds)):
+        table = read_docs(bundles[s], ["sig"])
+        out[bounds[s] : bounds[s + 1]] = signatures_of(table, num_perm)[row[bounds[s] : bounds[s + 1]]]
+    return out
+
+
+def _partial(rows: Arrays, links: Arrays, bundles: list[Path]) -> dict[str, Any]:
+    slots = key_slots(rows["key"])
+    census_keys = rows["key"][slots == CENSUS]
+    documents = int(np.count_nonzero((slots == CENSUS) | (slots == EMPTY)))
+    exact = len(census_keys) - len(np.unique(census_keys))
+    ends = np.concatenate(
+        [(links["a_src"] << 32) | links["a_row"], (links["b_src"] << 32) | links["b_row"]]
+    )
+    codes, inverse = np.unique(ends, return_inverse=True)
+    fields: list[list[Any]] = [[] for _ in codes]
+    ids: list[str] = [""] * len(codes)
+    src = codes >> 32
+    for s in np.unique(src):
+        at = np.flatnonzero(src == s)
+        table = read_docs(bundles[int(s)], ["id", "length", "date", "path"]).to_pydict()
+        for i in at:
+            r = int(codes[i] & 0xFFFFFFFF)
+            ids[i] = table["id"][r]
+            fields[i] = [table["length"][r], table["date"][r], table["path"][r]]
+    n = len(links)
+    pairs = sorted({tuple(sorted((ids[inverse[i]], ids[inverse[n + i]]))) for i in range(n)})
+    return {
+        "links": [list(p) for p in pairs],
+        "members": {ids[i]: fields[i] for i in range(len(codes))},
+        "documents": documents,
+        "exact_duplicates": exact,
+    }
+
+
+def _write_arrays(path: Path, arrays: Arrays, names: tuple[str, ...]) -> None:
+    table = pa.table({n: pa.array(arrays[n]) for n in names})
+    with pa.ipc.new_file(path, table.schema, options=IPC_OPTIONS) as writer:
+        writer.write_table(table)
+
+
+def _read_arrays(path: Path, names: tuple[str, ...], dtypes: dict[str, Any]) -> Arrays:
+    with pa.OSFile(str(path)) as source:
+        table = pa.ipc.open_file(source).read_all()
+    return Arrays({n: table.column(n).to_numpy().astype(dtypes[n], copy=True) for n in names})
+
+
+def _load_state(state: Path) -> tuple[list[str], Arrays, Arrays] | None:
+    """The rows and links this partition kept last time, with their bundles; None if none."""
+    try:
+        meta = json.loads((state / STATE_FILE).read_text())
+        rows = _read_arrays(state / meta["rows"], _ROWS, _ROW_TYPES)
+        links = _read_arrays(state / meta["links"], _LINKS, _LINK_TYPES)
+    except (OSError, ValueError, KeyError, pa.ArrowException):
+        return None
+    return list(meta["inputs"]), rows, links
+
+
+def _save_state(state: Path, names: list[str], rows: Arrays, links: Arrays) -> None:
+    """Write new rows and links files, point the state file at them, then drop the old ones."""
+    state.mkdir(parents=True, exist_ok=True)
+    tag = uuid.uuid4().hex
+    meta = {"inputs": names, "rows": f"rows-{tag}.arrow", "links": f"links-{tag}.arrow"}
+    _write_arrays(state / meta["rows"], rows, _ROWS)
+    _write_arrays(state / meta["links"], links, _LINKS)
+    tmp = state / f".{STATE_FILE}.{tag}"
+    tmp.write_text(json.dumps(meta))
+    os.replace(tmp, state / STATE_FILE)
+    for old in state.glob("*.arrow"):
+        if old.name not in (meta["rows"], meta["links"]):
+            old.unlink(missing_ok=True)
