@@ -124,16 +124,22 @@ def document_task(paths: Paths, step: StepSpec, shard_no: int, refs: list[DocRef
 
 
 @task(name="summarize")
-def summarize_task(paths: Paths, step: StepSpec, shard_no: int, refs: list[DocRef]) -> ShardResult:
-    """Per-document summaries for a corpus-scope step, over one shard."""
+def summarize_task(paths: Paths, step: StepSpec, shard_no: int, refs: list[DocRef], partitions: int) -> ShardResult:
+    """Per-document summaries for a corpus-scope step, over one shard, spilled for `partitions`."""
     report = shard_progress(step.name, shard_no)
-    return log_shard(step.name, shard_no, shard.summarize_shard(paths, step, refs, report))
+    return log_shard(step.name, shard_no, shard.summarize_shard(paths, step, refs, partitions, report))
+
+
+@task(name="partition")
+def partition_task(paths: Paths, step: StepSpec, partition: int, bundles: list[str]) -> str:
+    """Reduce one partition of a corpus-scope step's index over every shard's bundle."""
+    return shard.reduce_partition(paths, step, partition, bundles)
 
 
 @task(name="index")
-def index_task(paths: Paths, step: StepSpec, bundles: list[str]) -> str:
-    """Build a corpus-scope step's index over every shard's summaries."""
-    return shard.build_corpus_index(paths, step, bundles, shard_progress(f"{step.name}:index", 0))
+def index_task(paths: Paths, step: StepSpec, partials: list[str]) -> str:
+    """Combine a corpus-scope step's partition partials into its index."""
+    return shard.combine_index(paths, step, partials)
 
 
 @task(name="apply")
@@ -441,16 +447,18 @@ def publish_shards(
 def run_corpus_step(
     runner: Runner, step: StepSpec, shards: list[int], refs: dict[int, list[DocRef]], sizes: dict[int, int]
 ) -> dict[int, ShardResult]:
-    """Summarize per shard, index once, apply per shard; the step's seconds cover all three."""
+    """Summarize per shard, reduce per partition, combine once, apply per shard; the step's
+    seconds cover them all."""
     paths = runner.paths
     summarize = runner.configure(summarize_task, f"{step.name}-summarize-{{shard_no}}", step.name)
-    summaries = runner.map_shards(step.name, lambda n: summarize.submit(paths, step, n, refs[n]), shards, sizes)
+    partitions = shard.partition_count(step, len(shards))
+    summaries = runner.map_shards(
+        step.name, lambda n: summarize.submit(paths, step, n, refs[n], partitions), shards, sizes
+    )
     bundles = {n: r.bundle or "" for n, r in summaries.items()}
     started = time.perf_counter()
     summarized = runner.stages[step.name].computed + runner.stages[step.name].cached
-    with runner.phase(f"{step.name}:index", summarized, f"{step.name} failed building its index"):
-        index = runner.configure(index_task, f"{step.name}-index", step.name).submit(paths, step, sorted(bundles.values()))
-        index_path = index.result()
+    index_path = build_index(runner, step, sorted(bundles.values()), partitions, summarized)
     runner.stages[step.name].seconds += time.perf_counter() - started
     apply = runner.configure(apply_task, f"{step.name}-{{shard_no}}", step.name)
     applied = runner.map_shards(
@@ -465,3 +473,38 @@ def run_corpus_step(
     for n, result in applied.items():
         summaries[n] = replace(summaries[n], refs=result.refs)
     return summaries
+
+
+def build_index(runner: Runner, step: StepSpec, bundles: list[str], count: int, summarized: int) -> str:
+    """One task per partition (`count`) of the step's index, in parallel on the run's task runner, then
+    one that combines them; the `<step>:index` bar advances by each partition's share of the
+    `summarized` documents. Every partition task is resolved before a failure fails the run."""
+    paths = runner.paths
+    stage, where = f"{step.name}:index", f"{step.name} failed building its index"
+    progress = listener()
+    progress.start(stage, summarized)
+    try:
+        with failing_as(where):
+            reduce = runner.configure(partition_task, f"{step.name}-partition-{{partition}}", step.name)
+            futures = {reduce.submit(paths, step, p, bundles): p for p in range(count)}
+            partials: dict[int, str] = {}
+            failures: list[tuple[int, BaseException]] = []
+            for future in as_completed(list(futures)):
+                p = futures[future]
+                try:
+                    partials[p] = future.result()
+                except (KeyboardInterrupt, SystemExit):
+                    raise
+                except BaseException as exc:  # noqa: BLE001 - gather all, then fail the run
+                    failures.append((p, exc))
+                    continue
+                progress.advance(stage, summarized * (p + 1) // count - summarized * p // count)
+            if failures:
+                raise min(failures, key=lambda failure: failure[0])[1]
+            combine = runner.configure(index_task, f"{step.name}-index", step.name)
+            index_path: str = combine.submit(paths, step, [partials[p] for p in range(count)]).result()
+    except Exception:
+        progress.finish(stage, failed=True)
+        raise
+    progress.finish(stage)
+    return index_path

@@ -21,6 +21,7 @@ from textmill.flows.report import CorpusStats, StatsCollector
 from textmill.flows.store import Store, read_jsonl_gz, write_jsonl_gz
 from textmill.tasks.atomic import write_atomic
 from textmill.tasks.base import CorpusStep, DocumentStep, FinishInfo, PublishReport, RunInfo, ShardInfo, SinkStep, Step
+from textmill.tasks.bundle import read_summaries, write_bundle
 from textmill.tasks.encoding import DETECTOR, DETECTOR_VERSION
 from textmill.tasks.read import READER_VERSION, SourceFile, read_source
 from textmill.tasks.registry import build_step, load_registry
@@ -33,6 +34,9 @@ _steps: dict[str, Step] = {}
 _steps_lock = threading.Lock()
 _indexes: dict[str, dict[str, Any]] = {}
 _indexes_lock = threading.Lock()
+_unloaded: dict[str, Step] = {}
+# Bundles are folders (summaries plus the step's spilled files); a new layout gets new names.
+BUNDLE_LAYOUT = "bundle-v2"
 
 T = TypeVar("T")
 Report = Callable[[int], None]
@@ -175,8 +179,11 @@ def run_document_shard(paths: Paths, spec: StepSpec, refs: list[DocRef], report:
     return result
 
 
-def summarize_shard(paths: Paths, spec: StepSpec, refs: list[DocRef], report: Report = no_progress) -> ShardResult:
-    """First phase of a corpus step: per-document summaries (cached), gathered in a shard bundle;
+def summarize_shard(
+    paths: Paths, spec: StepSpec, refs: list[DocRef], partitions: int = 1, report: Report = no_progress
+) -> ShardResult:
+    """First phase of a corpus step: per-document summaries (cached), gathered in a shard bundle
+    (a folder named by their keys, with the step's spilled files for its partitioned index);
     `report` hears of the documents found done at once, then of each computed batch."""
     store = paths.store
     step = step_for(spec)
@@ -204,29 +211,46 @@ def summarize_shard(paths: Paths, spec: StepSpec, refs: list[DocRef], report: Re
             result.fresh.append(ref.id)
         report(len(batch))
     ordered = sorted(rows.items())
-    bundle = paths.state / "bundles" / spec.name / f"{digest_lines(f'{i} {k}' for i, (k, _) in ordered)}.jsonl.gz"
-    if not bundle.exists():
-        write_jsonl_gz(bundle, ([doc_id, summary] for doc_id, (_, summary) in ordered))
+    name = digest_lines([BUNDLE_LAYOUT, str(partitions), *(f"{i} {k}" for i, (k, _) in ordered)])
+    bundle = paths.state / "bundles" / spec.name / name
+    write_bundle(bundle, [(doc_id, summary) for doc_id, (_, summary) in ordered], step, partitions)
     result.bundle = str(bundle)
     return result
 
 
-def build_corpus_index(paths: Paths, spec: StepSpec, bundles: list[str], report: Report = no_progress) -> str:
-    """Second phase of a corpus step: one index over every shard's summaries, saved as JSON;
-    `report` hears of each summary as the index takes it in."""
+def partition_count(spec: StepSpec, shards: int) -> int:
+    """How many partitions a corpus step reduces the index of `shards` shards in, without
+    loading its models."""
+    step = _unloaded.get(spec.fingerprint)
+    if step is None:
+        step = build_step(spec.name, spec.options, load_registry(), Path(spec.config_dir))
+        _unloaded[spec.fingerprint] = step
+    assert isinstance(step, CorpusStep)
+    return step.partitions(shards)
+
+
+def reduce_partition(paths: Paths, spec: StepSpec, partition: int, bundles: list[str]) -> str:
+    """Second phase of a corpus step, one partition: its partial index over every shard's bundle,
+    saved as JSON. The partition's state folder (per step fingerprint) lets the step update
+    what it kept from the last run with the bundles that changed."""
     step = step_for(spec)
     assert isinstance(step, CorpusStep)
-    name = digest_lines([spec.fingerprint, *sorted(bundles)])
-    target = paths.state / "indexes" / spec.name / f"{name}.json.gz"
+    folders = sorted(Path(b) for b in bundles)
+    folder = paths.state / "indexes" / spec.name
+    target = folder / "partials" / f"{digest_lines([spec.fingerprint, str(partition), *(f.name for f in folders)])}.json.gz"
     if not target.exists():
+        state = folder / "state" / spec.fingerprint[:32] / f"p{partition:04d}"
+        write_jsonl_gz(target, iter([step.reduce(partition, folders, state)]))
+    return str(target)
 
-        def pairs() -> Iterator[tuple[str, Any]]:
-            for bundle in sorted(bundles):
-                for doc_id, summary in read_jsonl_gz(Path(bundle)):
-                    yield doc_id, summary
-                    report(1)
 
-        index = step.build_index(pairs())
+def combine_index(paths: Paths, spec: StepSpec, partials: list[str]) -> str:
+    """Third phase of a corpus step: the index from every partition's partial, saved as JSON."""
+    step = step_for(spec)
+    assert isinstance(step, CorpusStep)
+    target = paths.state / "indexes" / spec.name / f"{digest_lines([spec.fingerprint, *partials])}.json.gz"
+    if not target.exists():
+        index = step.combine([next(read_jsonl_gz(Path(p))) for p in partials])
         write_jsonl_gz(target, iter([index]))
     return str(target)
 
@@ -251,7 +275,7 @@ def apply_shard(
     fresh: list[str] | None = None,
     report: Report = no_progress,
 ) -> ShardResult:
-    """Third phase of a corpus step: apply each document's share of the index.
+    """Last phase of a corpus step: apply each document's share of the index.
 
     A record written here for a document whose summary was already in the store counts as
     `updated`: this step had decided its unchanged input before, and a corpus-wide decision is
@@ -262,7 +286,7 @@ def apply_shard(
     step = step_for(spec)
     assert isinstance(step, CorpusStep)
     index = load_index(index_path)
-    summaries = dict(read_jsonl_gz(Path(bundle)))
+    summaries = dict(read_summaries(Path(bundle)))
     first_time = set(fresh or ())
     result = ShardResult(refs=[])
     for done, ref in enumerate(refs, 1):

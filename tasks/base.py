@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import sys
 import tempfile
 import uuid
 from abc import ABC, abstractmethod
@@ -163,15 +164,17 @@ class CorpusStep(Step):
 
         with tempfile.TemporaryDirectory(prefix="textmill-index-") as tmp:
             folder = Path(tmp) / "bundle"
-            write_bundle(folder, sorted(summaries, key=lambda pair: pair[0]), self)
-            partials = [self.reduce(p, [folder], Path(tmp) / f"state-{p}") for p in range(self.partitions())]
+            count = self.partitions(shards=sys.maxsize)
+            write_bundle(folder, sorted(summaries, key=lambda pair: pair[0]), self, count)
+            partials = [self.reduce(p, [folder], Path(tmp) / f"state-{p}") for p in range(count)]
             return self.combine(partials)
 
-    def partitions(self) -> int:
-        """How many partitions the index is reduced in (one task each); part of the options."""
+    def partitions(self, shards: int) -> int:
+        """How many partitions (one task each) the index of a corpus in `shards` shards is
+        reduced in; a function of the options and `shards` only. Default 1."""
         return 1
 
-    def spill(self, summaries: list[tuple[str, dict[str, Any]]], folder: Path) -> None:
+    def spill(self, summaries: list[tuple[str, dict[str, Any]]], folder: Path, partitions: int) -> None:
         """Add this shard's files for `reduce` to `folder` (summaries in id order); default none."""
 
     def reduce(self, partition: int, bundles: list[Path], state: Path) -> dict[str, Any]:

@@ -22,8 +22,9 @@ if TYPE_CHECKING:
 SUMMARIES = "summaries.jsonl.gz"
 
 
-def write_bundle(folder: Path, pairs: list[tuple[str, dict[str, Any]]], step: CorpusStep) -> None:
-    """Write the bundle of `pairs` (sorted by id) unless it exists; concurrent writers are safe."""
+def write_bundle(folder: Path, pairs: list[tuple[str, dict[str, Any]]], step: CorpusStep, partitions: int) -> None:
+    """Write the bundle of `pairs` (sorted by id), spilled for `partitions` partitions, unless it
+    exists; concurrent writers are safe."""
     if folder.exists():
         return
     tmp = folder.with_name(f".{folder.name}.{uuid.uuid4().hex}.tmp")
@@ -33,7 +34,7 @@ def write_bundle(folder: Path, pairs: list[tuple[str, dict[str, Any]]], step: Co
             for doc_id, summary in pairs:
                 fh.write(json.dumps([doc_id, summary], separators=(",", ":")))
                 fh.write("\n")
-        step.spill(pairs, tmp)
+        step.spill(pairs, tmp, partitions)
         try:
             os.rename(tmp, folder)
         except OSError:

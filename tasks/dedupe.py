@@ -115,8 +115,8 @@ class Deduplicator(CorpusStep):
             32,
             ge=1,
             le=4096,
-            description="Partitions of the on-disk index, one task each: a partition task holds about "
-            "5 KB per 1,000 documents per partition (the band rows of its share of the buckets).",
+            description="Most partitions of the on-disk index, one task each (never more than shards); "
+            "a partition task holds the band rows of its share of the buckets.",
         )
 
     options: Options
@@ -139,8 +139,10 @@ class Deduplicator(CorpusStep):
             for doc, w, s, m in zip(docs, words, shingle_sets, minhashes)
         ]
 
-    def partitions(self) -> int:
-        return self.options.partitions
+    def partitions(self, shards: int) -> int:
+        """`partitions` of the options, but no more than one per shard: a small corpus needs no
+        more tasks than it has shards."""
+        return min(self.options.partitions, shards)
 
     def layout(self) -> BandLayout:
         """The slots of the band rows for these options."""
@@ -149,7 +151,7 @@ class Deduplicator(CorpusStep):
             opts.num_perm, opts.jaccard_threshold, opts.containment_threshold if opts.containment else None
         )
 
-    def spill(self, summaries: list[tuple[str, dict[str, Any]]], folder: Path) -> None:
+    def spill(self, summaries: list[tuple[str, dict[str, Any]]], folder: Path, partitions: int) -> None:
         """The shard's signatures in columns and its band rows, one record batch per partition."""
         opts = self.options
         signatures = np.empty((len(summaries), opts.num_perm), dtype=np.uint32)
@@ -160,7 +162,7 @@ class Deduplicator(CorpusStep):
                     f"summary of {doc_id!r} has {len(hashvalues)} MinHash values, expected {opts.num_perm}"
                 )
             signatures[i] = hashvalues
-        write_shard_files(self.layout(), opts.partitions, summaries, signatures, folder)
+        write_shard_files(self.layout(), partitions, summaries, signatures, folder)
 
     def reduce(self, partition: int, bundles: list[Path], state: Path) -> dict[str, Any]:
         """Verified links of this partition's buckets, updated from the bundles that changed."""
