@@ -1,0 +1,209 @@
+"""The dedupe index's partitioned phases, called directly: bands, spill, reduce with state, combine."""
+from __future__ import annotations
+
+import hashlib
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from datasketch import LeanMinHash, MinHashLSH, MinHashLSHEnsemble
+
+from conftest import shared_path
+from textmill.tasks.bundle import read_summaries, write_bundle
+from textmill.tasks.dedupe import Deduplicator, decode_signature
+from textmill.tasks.dedupe_bands import CONTAINMENT, JACCARD, BandLayout, read_partition_rows
+from textmill.tasks.dedupe_index import BUCKET_REACH
+from textmill.tasks.document import Document
+
+Pairs = list[tuple[str, dict[str, Any]]]
+
+
+def article(relative: str) -> list[str]:
+    return shared_path("corpora", "bbc", relative).read_text(encoding="utf-8").split()
+
+
+def summaries(texts: dict[str, str]) -> Pairs:
+    step = Deduplicator()
+    docs = [Document(id=i, path=f"{i}.txt", sha256="0" * 64, text=t) for i, t in sorted(texts.items())]
+    return list(zip([d.id for d in docs], step.summarize(docs)))
+
+
+def bundles(root: Path, pairs: Pairs, shards: int, partitions: int, step: Deduplicator) -> list[Path]:
+    """`pairs` split into `shards` bundle folders, as the flow writes them."""
+    folders = []
+    for s in range(shards):
+        members = sorted(p for i, p in enumerate(pairs) if i % shards == s)
+        name = hashlib.sha256(" ".join(i for i, _ in members).encode()).hexdigest()[:16]
+        folder = root / f"bundle-{partitions}-{s}-{name}"
+        write_bundle(folder, members, step, partitions)
+        folders.append(folder)
+    return folders
+
+
+def index(step: Deduplicator, folders: list[Path], partitions: int, state: Path) -> dict[str, Any]:
+    return step.combine([step.reduce(p, folders, state / f"p{p}") for p in range(partitions)])
+
+
+@pytest.fixture(scope="module")
+def corpus() -> dict[str, str]:
+    """Clusters of every kind: exact copies, an edited copy, truncated copies (containment),
+    a chain held together by its middle member, and unrelated articles."""
+    a = article("politics/290.txt")
+    b = article("business/010.txt")
+    c = article("tech/020.txt")
+    edited = list(a)
+    edited[40] = "zebra"
+    return {
+        "a": " ".join(a),
+        "a-copy": " ".join(a),
+        "a-edit": " ".join(edited),
+        "a-head": " ".join(a[: len(a) * 2 // 5]),
+        "b-full": " ".join(b),
+        "b-head": " ".join(b[: len(b) // 2]),
+        "b-tail": " ".join(b[len(b) // 2 :]),
+        "c": " ".join(c),
+        "s": " ".join(article("sport/001.txt")),
+        "e": " ".join(article("entertainment/001.txt")),
+    }
+
+
+def test_layout_matches_datasketch_bands() -> None:
+    layout = BandLayout.of(128, 0.8, 0.8)
+    lsh = MinHashLSH(threshold=0.8, num_perm=128, weights=(0.1, 0.9))
+    jaccard = [i for i, k in enumerate(layout.kinds) if k == JACCARD]
+    assert [(layout.starts[i], layout.widths[i]) for i in jaccard] == [(i * lsh.r, lsh.r) for i in range(lsh.b)]
+    ensemble = MinHashLSHEnsemble(threshold=0.8, num_perm=128, weights=(0.1, 0.9))
+    assert layout.params == tuple((int(b), int(r)) for b, r in ensemble.params)
+    widths = {layout.widths[i] for i, k in enumerate(layout.kinds) if k == CONTAINMENT}
+    assert widths == {int(r) for _, r in ensemble.params}
+    for r in widths:
+        used = max(int(b) for b, rr in ensemble.params if rr == r)
+        assert sum(1 for i, k in enumerate(layout.kinds) if k == CONTAINMENT and layout.widths[i] == r) == used
+    assert BandLayout.of(128, 0.8, None).kinds == (JACCARD,) * lsh.b
+
+
+def test_partitioned_index_equals_the_in_memory_datasketch_one(corpus: dict[str, str], tmp_path: Path) -> None:
+    """Every partition count and shard split gives the clusters MinHashLSH + MinHashLSHEnsemble give."""
+    step = Deduplicator()
+    pairs = summaries(corpus)
+    expected = datasketch_clusters(pairs, step)
+    assert expected == [["a", "a-copy", "a-edit", "a-head"], ["b-full", "b-head", "b-tail"]]
+    for shards, partitions in ((1, 1), (3, 4), (10, 32)):
+        built = index(step, bundles(tmp_path, pairs, shards, partitions, step), partitions, tmp_path / f"s{shards}")
+        assert clusters(built) == expected
+        assert built["stats"] == {"documents": 10, "clusters": 2, "exact_duplicates": 1, "near_duplicates": 4}
+        assert built["clusters"]["b-head"] == {"cluster": "b-full", "duplicate_of": "b-full"}
+
+
+def test_rows_of_a_bucket_meet_in_one_partition(corpus: dict[str, str], tmp_path: Path) -> None:
+    step = Deduplicator()
+    folders = bundles(tmp_path, summaries(corpus), 3, 8, step)
+    where: dict[int, set[int]] = {}
+    for p in range(8):
+        for folder in folders:
+            for key in read_partition_rows(folder, p)[0]:
+                where.setdefault(int(key), set()).add(p)
+    assert where and all(len(parts) == 1 for parts in where.values())
+
+
+def test_incremental_reduce_equals_a_rebuild(corpus: dict[str, str], tmp_path: Path) -> None:
+    """Update a kept state with removed, edited and added documents; compare with a fresh state.
+    Removing b-full splits its cluster (its halves only overlap through it); removing the
+    canonical a-copy and lengthening a-edit moves the canonical of the other cluster."""
+    step = Deduplicator()
+    partitions = 4
+    before = summaries(corpus)
+    state = tmp_path / "state"
+    first = index(step, bundles(tmp_path / "v1", before, 4, partitions, step), partitions, state)
+    assert first["clusters"]["b-tail"]["cluster"] == "b-full"
+    assert first["clusters"]["a-edit"]["cluster"] == "a-copy"  # as long as `a`, first by path
+
+    changed = dict(corpus)
+    del changed["b-full"], changed["a-copy"]
+    changed["a-edit"] = corpus["a-edit"] + " and a closing line only the edited copy carries"
+    changed["n-copy"] = corpus["c"]
+    after = summaries(changed)
+    folders = bundles(tmp_path / "v2", after, 4, partitions, step)
+    updated = index(step, folders, partitions, state)
+    rebuilt = index(step, folders, partitions, tmp_path / "fresh")
+    assert updated == rebuilt
+    assert "b-head" not in updated["clusters"] and "b-tail" not in updated["clusters"]
+    assert updated["clusters"]["a"] == {"cluster": "a-edit", "duplicate_of": "a-edit"}
+    assert updated["clusters"]["n-copy"]["cluster"] == "c"
+
+    back = index(step, bundles(tmp_path / "v1", before, 4, partitions, step), partitions, state)
+    assert back == first
+
+
+def test_a_huge_bucket_costs_linear_time_and_still_clusters(tmp_path: Path) -> None:
+    """Hundreds of near-identical pages share every band: each is paired with the next
+    BUCKET_REACH only, and the chain still joins them all."""
+    words = article("politics/290.txt")
+    texts = {}
+    for i in range(3 * BUCKET_REACH):
+        page = list(words)
+        page[10] = f"page{i}"
+        texts[f"p{i:04d}"] = " ".join(page)
+    step = Deduplicator(Deduplicator.Options(containment=False))
+    pairs = summaries(texts)
+    started = time.perf_counter()
+    built = index(step, bundles(tmp_path, pairs, 2, 2, step), 2, tmp_path / "state")
+    assert time.perf_counter() - started < 30
+    assert len({entry["cluster"] for entry in built["clusters"].values()}) == 1
+    assert len(built["clusters"]) == len(texts)
+
+
+def test_bundle_keeps_the_summaries_for_apply(corpus: dict[str, str], tmp_path: Path) -> None:
+    step = Deduplicator()
+    pairs = summaries(corpus)
+    folder = tmp_path / "bundle"
+    write_bundle(folder, pairs, step, 2)
+    assert list(read_summaries(folder)) == pairs
+    assert sorted(p.name for p in folder.iterdir()) == ["dedupe-docs.arrow", "dedupe-rows.arrow", "summaries.jsonl.gz"]
+    write_bundle(folder, [], step, 2)  # an existing bundle is never rewritten
+    assert list(read_summaries(folder)) == pairs
+
+
+def clusters(built: dict[str, Any]) -> list[list[str]]:
+    groups: dict[str, list[str]] = {}
+    for doc_id, entry in built["clusters"].items():
+        groups.setdefault(entry["cluster"], []).append(doc_id)
+    return sorted(sorted(g) for g in groups.values())
+
+
+def datasketch_clusters(pairs: Pairs, step: Deduplicator) -> list[list[str]]:
+    """The clusters of the in-memory indexes the partitioned one replaces (MinHashLSH for
+    Jaccard, MinHashLSHEnsemble for containment, both verified by their estimates)."""
+    from textmill.tasks.union_find import UnionFind
+
+    opts = step.options
+    hashes = {i: LeanMinHash(seed=opts.seed, hashvalues=decode_signature(s["minhash"]), scheme="affine32") for i, s in pairs}
+    sizes = {i: s["size"] for i, s in pairs}
+    links = UnionFind(hashes)
+    lsh = MinHashLSH(threshold=opts.jaccard_threshold, num_perm=opts.num_perm, weights=(0.1, 0.9))
+    ensemble = MinHashLSHEnsemble(threshold=opts.containment_threshold, num_perm=opts.num_perm, weights=(0.1, 0.9))
+    for i, m in hashes.items():
+        lsh.insert(i, m)
+    from textmill.tasks.dedupe_bands import size_bucket
+
+    ensemble.index([(i, m, size_bucket(sizes[i])) for i, m in hashes.items()])
+    for i, m in hashes.items():
+        for other in lsh.query(m):
+            if other != i and m.jaccard(hashes[other]) >= opts.jaccard_threshold:
+                links.union(i, other)
+        for other in ensemble.query(m, sizes[i]):
+            j = m.jaccard(hashes[other])
+            if other != i and j * (sizes[i] + sizes[other]) / ((1 + j) * sizes[i]) >= opts.containment_threshold:
+                links.union(i, other)
+    return sorted(sorted(g) for g in links.groups() if len(g) > 1)
+
+
+def test_signature_rows_are_uint32(corpus: dict[str, str], tmp_path: Path) -> None:
+    step = Deduplicator()
+    folder = bundles(tmp_path, summaries(corpus), 1, 1, step)[0]
+    key, row, size = read_partition_rows(folder, 0)
+    assert key.dtype == np.uint64 and row.dtype == np.uint32 and size.dtype == np.uint32
+    layout = step.layout()
+    assert len(key) == 10 + 9 * len(layout.starts)  # a census row each; band rows for the 9 distinct texts
