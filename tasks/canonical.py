@@ -86,6 +86,16 @@ class CanonicalIndex:
         for label, text in mentions:
             self.add(label, text)
 
+    def counts(self) -> list[tuple[str, str, int]]:
+        """`(label, cleaned surface, count)` of every form seen, sorted: what `add_counts` takes
+        back, so a shard's counts are kept once and summed with the other shards'."""
+        return sorted((label, surface, n) for (label, _), forms in self._surfaces.items() for surface, n in forms.items())
+
+    def add_counts(self, counts: Iterable[tuple[str, str, int]]) -> None:
+        """Add counts exported by `counts` (surfaces already cleaned)."""
+        for label, surface, n in counts:
+            self._surfaces[(label, surface.casefold())][surface] += n
+
     def person_merges(self) -> dict[str, str]:
         """Map each one-word PERSON name to the only multi-word PERSON name it starts or ends."""
         owners: dict[str, set[str]] = defaultdict(set)

@@ -1,8 +1,9 @@
 """The `entities` step: spaCy NER per language, then one canonical name per entity corpus-wide.
 
 Phases (see `CorpusStep`): `summarize` runs NER and returns character spans (the expensive,
-cached part); `build_index` merges name variants over the whole corpus (`tasks.canonical`);
-`decide` picks this document's share of that index; `apply` writes `Document.entities`.
+cached part); each shard's bundle keeps its name counts (`spill`), and the index sums the
+shards' counts and merges name variants over the whole corpus (`reduce`, `tasks.canonical`),
+so a run that changed one shard counts that shard's mentions only; `decide` picks this document's share of that index; `apply` writes `Document.entities`.
 
 Only the components NER needs are loaded. In en_core_web_sm the `ner` component embeds its own
 tok2vec (it does not listen to the shared one), so the shared tok2vec, tagger, parser,
@@ -15,6 +16,8 @@ the parser cuts at a false sentence boundary. Without senter: 34, four of them a
 """
 from __future__ import annotations
 
+import gzip
+import json
 import threading
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -33,6 +36,8 @@ from textmill.tasks.document import Document, Entity
 # Components an NER-only pipeline keeps: NER itself, sentence boundaries, and shared embedding
 # layers (dropped again after loading when NER does not listen to them).
 NER_COMPONENTS = ("ner", "senter")
+# A shard bundle's name counts (`spill`), summed by the index.
+NAME_COUNTS = "entities-names.json.gz"
 EMBEDDING_COMPONENTS = ("tok2vec", "transformer")
 Span = list[Any]  # [start, end, label, text]
 
@@ -245,6 +250,22 @@ class EntityExtractor(CorpusStep):
         index = CanonicalIndex()
         for _, summary in summaries:
             index.add_all((label, text) for _, _, label, text in summary.get("spans", ()))
+        return {"canonical": index.resolve()}
+
+    def spill(self, summaries: list[tuple[str, dict[str, Any]]], folder: Path, partitions: int) -> None:
+        """The shard's name counts: the reduce sums shards' counts instead of every mention."""
+        index = CanonicalIndex()
+        for _, summary in summaries:
+            index.add_all((label, text) for _, _, label, text in summary.get("spans", ()))
+        with gzip.open(folder / NAME_COUNTS, "wt", encoding="utf-8") as fh:
+            json.dump(index.counts(), fh, separators=(",", ":"))
+
+    def reduce(self, partition: int, bundles: list[Path], state: Path) -> dict[str, Any]:
+        """Canonical names from the sum of every shard's name counts (memory: distinct names)."""
+        index = CanonicalIndex()
+        for folder in bundles:
+            with gzip.open(folder / NAME_COUNTS, "rt", encoding="utf-8") as fh:
+                index.add_counts(tuple(row) for row in json.load(fh))
         return {"canonical": index.resolve()}
 
     def decide(self, index: dict[str, Any], doc_id: str, summary: dict[str, Any]) -> dict[str, Any]:

@@ -153,6 +153,24 @@ def test_index_ignores_order() -> None:
     assert expected["canonical"]["GPE\tkyiv"] == "Kyiv"
 
 
+def test_index_from_shard_name_counts_equals_one_over_every_mention(tmp_path: Path) -> None:
+    """The flow's path: each shard bundle keeps its name counts, the reduce sums them."""
+    from textmill.tasks.bundle import write_bundle
+
+    people = ("Putin", "PUTIN", "Putin's", "President Putin", "Vladimir Putin", "Smith", "Jane Smith", "Smith")
+    mentions = [("PERSON", n) for n in people] + [("GPE", n) for n in ("Kyiv", "KYIV", "Kyiv")]
+    pairs = [(f"{i:02d}", spans(m)) for i, m in enumerate(mentions)]
+    step = EntityExtractor()
+    folders = []
+    for shard in range(3):
+        folders.append(tmp_path / f"bundle-{shard}")
+        write_bundle(folders[-1], [p for i, p in enumerate(pairs) if i % 3 == shard], step, 1)
+    index = step.combine([step.reduce(0, folders, tmp_path / "state")])
+    assert index == step.build_index(pairs)
+    assert index["canonical"]["PERSON\tputin"] == "Vladimir Putin"
+    assert index["canonical"]["PERSON\tsmith"] == "Jane Smith"
+
+
 def test_normalisation() -> None:
     assert clean_surface("  the  Kremlin’s ", "ORG") == "Kremlin"
     assert clean_surface("Prime Minister Boris Johnson", "PERSON") == "Boris Johnson"
