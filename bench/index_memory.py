@@ -1,59 +1,196 @@
-"""Memory of the dedup index per document: the one structure of a run that grows with the corpus.
+"""Memory of the dedupe index phases per document: the structure of a run that grows with the corpus.
 
-The dedupe step's `build_index` holds every document's MinHash in a `MinHashLSH` (Jaccard) and a
-`MinHashLSHEnsemble` (containment) at once; everything else in a run streams shard by shard.
-This measures the Python heap that `build_index` allocates (tracemalloc peak) on generated
-corpora of the given sizes, so the growth of a run's peak RSS can be checked against it.
+The index runs as the flow runs it: the summarize phase writes each shard's bundle (its
+signatures in columns and its band rows per partition), then one process per partition
+reduces its buckets to verified links, then one process combines the links into clusters.
+Each phase runs in its own processes here and reports their peak RSS (`ru_maxrss`); the
+per-document part is (peak - the RSS of a process that loaded the same libraries and read one
+shard's files) / documents.
+After the cold build, one shard changes (1% of its documents dropped, as many added) and every
+partition updates its kept state: the incremental reduce. Recall is checked against the
+duplicates the generator planted.
 
-    python -m bench.index_memory --corpus ../shared/corpora/bbc --sizes 1000,4000
+    python -m bench.index_memory --corpus ../shared/corpora/bbc --sizes 10000
+    python -m bench.index_memory --folder /tmp/dd-c100k   # a corpus bench.synth already wrote
 """
 from __future__ import annotations
 
 import argparse
+import json
+import resource
+import subprocess
 import sys
 import tempfile
-import tracemalloc
+import time
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
 
 from bench.common import DEFAULT_RESULTS, markdown_table, write_results
 from bench.synth import generate
-from textmill.tasks.dedupe import Deduplicator
-from textmill.tasks.document import Document
+from textmill.flows.keys import shard_count, shard_of
+
+SHARD_SIZE = 500
 
 
-def index_bytes(texts: list[str]) -> dict[str, Any]:
-    """tracemalloc peak of `build_index` over the summaries of `texts` (default options)."""
+def peak_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def summarize_shard(args: tuple[Path, list[str], Path, int]) -> tuple[str, float]:
+    """Summarize one shard's files and write its bundle; returns the folder and this worker's peak."""
+    from textmill.tasks.bundle import write_bundle
+    from textmill.tasks.dedupe import Deduplicator
+    from textmill.tasks.document import Document
+
+    root, ids, folder, partitions = args
     step = Deduplicator()
-    docs = [Document(id=f"d{i:07d}", path=f"d{i:07d}", sha256="", text=t) for i, t in enumerate(texts)]
-    summaries = [(d.id, s) for d, s in zip(docs, step.summarize(docs))]
-    tracemalloc.start()
-    index = step.build_index(iter(summaries))
-    _, peak = tracemalloc.get_traced_memory()
-    tracemalloc.stop()
-    return {"documents": len(texts), "peak_bytes": peak, "bytes_per_document": peak / len(texts), "stats": index["stats"]}
+    docs = [Document(id=i, path=i, sha256="", text=(root / i).read_text(encoding="utf-8")) for i in ids]
+    write_bundle(folder, list(zip(ids, step.summarize(docs))), step, partitions)
+    return str(folder), peak_mb()
+
+
+def child(command: list[str]) -> dict[str, Any]:
+    """Run `python -m bench.index_memory <command>` and parse the JSON it prints."""
+    out = subprocess.run([sys.executable, "-m", "bench.index_memory", *command], check=True, capture_output=True, text=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def measure(root: Path, planted: dict[str, str] | None, work: Path, partitions: int) -> dict[str, Any]:
+    ids = sorted(str(p.relative_to(root)) for p in root.rglob("*.txt"))
+    shards = shard_count(len(ids), SHARD_SIZE)
+    members: dict[int, list[str]] = {}
+    for doc_id in ids:
+        members.setdefault(shard_of(doc_id, shards), []).append(doc_id)
+    count = min(partitions, len(members))
+    started = time.perf_counter()
+    jobs = [(root, members[s], work / "bundles" / f"shard-{s}", count) for s in sorted(members)]
+    with ProcessPoolExecutor(max_workers=2) as pool:
+        results = list(pool.map(summarize_shard, jobs))
+    summarize_s = time.perf_counter() - started
+    bundles = [folder for folder, _ in results]
+    listing = work / "bundles.json"
+    listing.write_text(json.dumps(bundles))
+    baseline = child(["baseline", str(listing)])["peak_mb"]
+    imports = child(["imports"])["peak_mb"]
+
+    def reduce_all(tag: str) -> tuple[list[dict[str, Any]], float]:
+        began = time.perf_counter()
+        runs = [child(["reduce", str(listing), str(p), str(work / "state" / f"p{p}"), str(work / f"{tag}-{p}.json")]) for p in range(count)]
+        return runs, time.perf_counter() - began
+
+    reduces, reduce_s = reduce_all("cold")
+    partials = [str(work / f"cold-{p}.json") for p in range(count)]
+    combined = child(["combine", json.dumps(partials), str(work / "index.json")])
+    index = json.loads((work / "index.json").read_text())
+
+    # One shard changes: 1% of its documents leave, as many new ones (copies of another shard's) arrive.
+    first = sorted(members)[0]
+    drop = max(1, len(members[first]) // 100)
+    other = sorted(members)[-1]
+    changed_ids = members[first][drop:] + members[other][:drop]
+    changed = work / "bundles" / f"shard-{first}-changed"
+    summarize_shard((root, sorted(changed_ids), changed, count))
+    bundles[bundles.index(str(work / "bundles" / f"shard-{first}"))] = str(changed)
+    listing.write_text(json.dumps(bundles))
+    incremental, incremental_s = reduce_all("warm")
+
+    recall = None
+    if planted:
+        clusters = index["clusters"]
+        found = sum(
+            1 for dup, original in planted.items()
+            if dup in clusters and clusters[dup]["cluster"] == clusters.get(original, {}).get("cluster")
+        )
+        recall = found / len(planted)
+    n = len(ids)
+    reduce_peak = max(r["peak_mb"] for r in reduces)
+    summarize_peak = max(peak for _, peak in results)
+    return {
+        "documents": n,
+        "shards": len(members),
+        "partitions": count,
+        "baseline_mb": baseline,
+        "summarize_peak_mb": summarize_peak,
+        "summarize_seconds": summarize_s,
+        "reduce_peak_mb": reduce_peak,
+        "reduce_bytes_per_document": (reduce_peak - baseline) * 2**20 / n,
+        "reduce_seconds": reduce_s,
+        "reduce_task_seconds_max": max(r["seconds"] for r in reduces),
+        "reduce_task_seconds_sum": sum(r["seconds"] for r in reduces),
+        "combine_peak_mb": combined["peak_mb"],
+        "combine_bytes_per_document": (combined["peak_mb"] - imports) * 2**20 / n,
+        "imports_mb": imports,
+        "combine_seconds": combined["seconds"],
+        "incremental_reduce_peak_mb": max(r["peak_mb"] for r in incremental),
+        "incremental_reduce_seconds": incremental_s,
+        "incremental_reduce_task_seconds_sum": sum(r["seconds"] for r in incremental),
+        "bundle_bytes_per_document": sum(f.stat().st_size for f in (work / "bundles").rglob("*") if f.is_file()) / n,
+        "state_bytes_per_document": sum(f.stat().st_size for f in (work / "state").rglob("*") if f.is_file()) / n,
+        "stats": index["stats"],
+        "planted_duplicates": len(planted) if planted else None,
+        "planted_recall": recall,
+    }
+
+
+def command(argv: list[str]) -> None:
+    """The child processes: `imports`, `baseline LISTING`, `reduce LISTING PARTITION STATE OUT`, `combine PARTIALS OUT`."""
+    from textmill.tasks.dedupe import Deduplicator
+
+    step = Deduplicator()
+    started = time.perf_counter()
+    if argv[0] == "baseline":  # the fixed cost: libraries loaded, one shard's files read
+        from textmill.tasks.dedupe_bands import read_docs, read_partition_rows
+
+        first = Path(json.loads(Path(argv[1]).read_text())[0])
+        read_partition_rows(first, 0), read_docs(first, ["sig"]), step.layout()
+    elif argv[0] == "reduce":
+        bundles = [Path(b) for b in json.loads(Path(argv[1]).read_text())]
+        partial = step.reduce(int(argv[2]), bundles, Path(argv[3]))
+        Path(argv[4]).write_text(json.dumps(partial))
+    elif argv[0] == "combine":
+        partials = [json.loads(Path(p).read_text()) for p in json.loads(argv[1])]
+        Path(argv[2]).write_text(json.dumps(step.combine(partials)))
+    print(json.dumps({"peak_mb": peak_mb(), "seconds": time.perf_counter() - started}))
 
 
 def main() -> None:
+    if len(sys.argv) > 1 and sys.argv[1] in ("imports", "baseline", "reduce", "combine"):
+        command(sys.argv[1:])
+        return
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--corpus", type=Path, required=True)
-    parser.add_argument("--sizes", default="1000,4000")
+    parser.add_argument("--corpus", type=Path, help="source corpus for bench.synth")
+    parser.add_argument("--sizes", default="10000")
+    parser.add_argument("--folder", type=Path, help="an already generated corpus instead of --corpus/--sizes")
+    parser.add_argument("--partitions", type=int, default=32)
     parser.add_argument("--results", type=Path, default=DEFAULT_RESULTS)
     args = parser.parse_args()
-    if not args.corpus.is_dir():
-        sys.exit(f"error: corpus folder not found: {args.corpus}")
     points = []
-    for size in (int(x) for x in args.sizes.split(",")):
-        with tempfile.TemporaryDirectory() as tmp:
-            generate(args.corpus, Path(tmp), size, seed=size)
-            texts = [p.read_text(encoding="utf-8") for p in sorted(Path(tmp).rglob("*.txt"))]
-        points.append(index_bytes(texts))
-        print(f"{size} documents: {points[-1]['bytes_per_document']:.0f} bytes per document", file=sys.stderr)
+    with tempfile.TemporaryDirectory(prefix="index-memory-") as tmp:
+        if args.folder:
+            points.append(measure(args.folder, None, Path(tmp), args.partitions))
+        else:
+            if args.corpus is None or not args.corpus.is_dir():
+                sys.exit("error: --corpus (a folder) or --folder is required")
+            for size in (int(x) for x in args.sizes.split(",")):
+                corpus, work = Path(tmp) / f"corpus-{size}", Path(tmp) / f"work-{size}"
+                planted = generate(args.corpus, corpus, size, seed=size)
+                points.append(measure(corpus, planted.duplicates_of, work, args.partitions))
+        for point in points:
+            print(json.dumps(point), file=sys.stderr)
     table = markdown_table(
-        ["documents", "index peak MB", "bytes per document"],
-        [[p["documents"], p["peak_bytes"] / 1e6, round(p["bytes_per_document"])] for p in points],
+        ["documents", "shards / partitions", "summarize peak MB (per worker)", "reduce peak MB (max of partitions)",
+         "reduce bytes/doc", "combine peak MB", "fixed MB (libraries)", "reduce task s (sum, max)",
+         "incremental reduce task s (sum; 1 shard changed)", "bundle + state bytes/doc", "planted recall"],
+        [[p["documents"], f"{p['shards']} / {p['partitions']}", round(p["summarize_peak_mb"]), round(p["reduce_peak_mb"]),
+          round(p["reduce_bytes_per_document"]), round(p["combine_peak_mb"]), round(p["baseline_mb"]),
+          f"{p['reduce_task_seconds_sum']:.1f}, {p['reduce_task_seconds_max']:.1f}",
+          round(p["incremental_reduce_task_seconds_sum"], 1),
+          round(p["bundle_bytes_per_document"] + p["state_bytes_per_document"]),
+          "-" if p["planted_recall"] is None else f"{p['planted_recall']:.4f}"] for p in points],
     )
-    _, md = write_results(args.results, "index-memory", {"points": points}, "### Dedup index memory (tracemalloc peak of build_index)\n\n" + table)
+    title = "### Dedupe index memory (peak RSS of each phase's processes)\n\n"
+    _, md = write_results(args.results, "index-memory", {"points": points}, title + table)
     print(md.read_text(encoding="utf-8"))
 
 

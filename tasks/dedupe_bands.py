@@ -221,9 +221,13 @@ def read_partition_rows(folder: Path, partition: int) -> tuple[np.ndarray, np.nd
 
 
 def read_docs(folder: Path, columns: list[str]) -> pa.Table:
-    """Columns of a shard's documents file, in row order."""
+    """Columns of a shard's documents file, in row order (the others are not read)."""
     with pa.OSFile(str(folder / DOCS_FILE)) as source:
-        return pa.ipc.open_file(source).read_all().select(columns)
+        names = pa.ipc.open_file(source).schema.names
+    fields = [names.index(c) for c in columns]
+    with pa.OSFile(str(folder / DOCS_FILE)) as source:
+        reader = pa.ipc.open_file(source, options=pa.ipc.IpcReadOptions(included_fields=fields))
+        return reader.read_all().select(columns)
 
 
 def signatures_of(table: pa.Table, num_perm: int) -> np.ndarray:

@@ -207,64 +207,79 @@ def _pairs(rows: Arrays, keys: np.ndarray, a: np.ndarray, b: np.ndarray) -> Arra
 
 
 def _verified_band_links(layout: BandLayout, thresholds: Thresholds, rows: Arrays, bundles: list[Path]) -> list[Arrays]:
+    """Pairs of each bucket (within `BUCKET_REACH`) that the banding rules make candidates,
+    then verified from the signatures of their members only (read once per shard)."""
     keys = rows["key"]
     starts = np.flatnonzero(np.r_[True, keys[1:] != keys[:-1]])
     counts = np.diff(np.r_[starts, len(keys)])
     bucket = np.repeat(np.arange(len(starts)), counts)
-    docs = (rows["src"].astype(np.uint64) << np.uint64(32)) | rows["row"].astype(np.uint64)
-    unique_docs, doc_of_row = np.unique(docs, return_inverse=True)
-    signatures = _gather_signatures(layout.num_perm, unique_docs, bundles)
     sizes = rows["size"].astype(np.float64)
     grid = _size_grid(rows["size"])
     slots = key_slots(keys)
-    kinds = np.array(layout.kinds, dtype=np.int8)[slots]
+    is_jaccard = np.array(layout.kinds, dtype=np.int8)[slots] == JACCARD
     band_r = np.array(layout.widths, dtype=np.int64)[slots]
     band_no = np.array(layout.bands, dtype=np.int64)[slots]
     xqs = np.array(layout.xqs, dtype=np.float64)
     params = np.array(layout.params, dtype=np.int64).reshape(-1, 2)
 
-    found: list[Arrays] = []
+    firsts, seconds, forwards, backwards = [], [], [], []
     for distance in range(1, min(BUCKET_REACH, int(counts.max()) - 1) + 1):
-        a = np.flatnonzero(bucket[:-distance] == bucket[distance:])
-        for chunk in range(0, len(a), VERIFY_CHUNK):
-            first = a[chunk : chunk + VERIFY_CHUNK]
-            second = first + distance
-            jaccard = (
-                np.count_nonzero(signatures[doc_of_row[first]] == signatures[doc_of_row[second]], axis=1)
-                / layout.num_perm
-            )
-            link = (kinds[first] == JACCARD) & (jaccard >= thresholds.jaccard)
-            containment = kinds[first] == CONTAINMENT
-            if thresholds.containment is not None and containment.any():
-                for query, target in ((first, second), (second, first)):
-                    link |= containment & _contained(
-                        thresholds, jaccard, sizes[query], sizes[target], grid[target],
-                        band_r[first], band_no[first], xqs, params,
-                    )
-            found.append(_pairs(rows, keys[first[link]], first[link], second[link]))
+        first = np.flatnonzero(bucket[:-distance] == bucket[distance:])
+        second = first + distance
+        forward = backward = np.zeros(len(first), dtype=bool)
+        if thresholds.containment is not None:
+            contained = ~is_jaccard[first]
+            forward = contained & _candidate(thresholds, sizes[first], grid[second], band_r[first], band_no[first], xqs, params)
+            backward = contained & _candidate(thresholds, sizes[second], grid[first], band_r[first], band_no[first], xqs, params)
+        keep = is_jaccard[first] | forward | backward
+        firsts.append(first[keep])
+        seconds.append(second[keep])
+        forwards.append(forward[keep])
+        backwards.append(backward[keep])
+    first, second = np.concatenate(firsts), np.concatenate(seconds)
+    forward, backward = np.concatenate(forwards), np.concatenate(backwards)
+    if not len(first):
+        return []
+
+    docs = (rows["src"].astype(np.uint64) << np.uint64(32)) | rows["row"].astype(np.uint64)
+    ends = np.concatenate([first, second])
+    unique_docs, doc_of_end = np.unique(docs[ends], return_inverse=True)
+    signatures = _gather_signatures(layout.num_perm, unique_docs, bundles)
+    doc_a, doc_b = doc_of_end[: len(first)], doc_of_end[len(first) :]
+    found: list[Arrays] = []
+    for chunk in range(0, len(first), VERIFY_CHUNK):
+        part = slice(chunk, chunk + VERIFY_CHUNK)
+        a, b = first[part], second[part]
+        jaccard = np.count_nonzero(signatures[doc_a[part]] == signatures[doc_b[part]], axis=1) / layout.num_perm
+        link = is_jaccard[a] & (jaccard >= thresholds.jaccard)
+        if thresholds.containment is not None:
+            link |= forward[part] & _estimate_passes(thresholds.containment, jaccard, sizes[a], sizes[b])
+            link |= backward[part] & _estimate_passes(thresholds.containment, jaccard, sizes[b], sizes[a])
+        found.append(_pairs(rows, keys[a[link]], a[link], b[link]))
     return found
 
 
-def _contained(
+def _candidate(
     thresholds: Thresholds,
-    jaccard: np.ndarray,
     q: np.ndarray,
-    x: np.ndarray,
     x_grid: np.ndarray,
     band_r: np.ndarray,
     band_no: np.ndarray,
     xqs: np.ndarray,
     params: np.ndarray,
 ) -> np.ndarray:
-    """Whether the query (size `q`) would find the target through this band, as the ensemble
-    does for the banding of `size_bucket(x)/q`, and its estimated containment passes."""
+    """Whether a query of size `q` would find a target of size `size_bucket(x)` through this
+    band, as the ensemble does with its banding `(b, r)` for the ratio `size_bucket(x)/q`."""
     at = np.minimum(np.searchsorted(xqs, x_grid / q, side="left"), len(xqs) - 1)
     b, r = params[at, 0], params[at, 1]
-    candidate = (q >= thresholds.min_shingles) & (r == band_r) & (band_no < b)
+    return (q >= thresholds.min_shingles) & (r == band_r) & (band_no < b)
+
+
+def _estimate_passes(threshold: float, jaccard: np.ndarray, q: np.ndarray, x: np.ndarray) -> np.ndarray:
+    """`estimated_containment(jaccard, q, x) >= threshold`, elementwise, in the same float steps."""
     with np.errstate(divide="ignore", invalid="ignore"):
         estimate = np.where(jaccard > 0, jaccard * (q + x) / ((1.0 + jaccard) * q), 0.0)
-    assert thresholds.containment is not None
-    return candidate & (estimate >= thresholds.containment)
+    return estimate >= threshold
 
 
 def _size_grid(sizes: np.ndarray) -> np.ndarray:
