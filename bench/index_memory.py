@@ -12,12 +12,15 @@ duplicates the generator planted.
 
     python -m bench.index_memory --corpus ../shared/corpora/bbc --sizes 10000
     python -m bench.index_memory --folder /tmp/dd-c100k   # a corpus bench.synth already wrote
+    python -m bench.index_memory --corpus ../shared/corpora/bbc --sizes 100000 --work /tmp/im  # keep and reuse
 """
 from __future__ import annotations
 
 import argparse
 import json
+import multiprocessing
 import resource
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -34,6 +37,11 @@ SHARD_SIZE = 500
 
 
 def peak_mb() -> float:
+    """This process's peak RSS (VmHWM). Not `ru_maxrss`: Linux carries that across exec from
+    the parent's fork, so a small child of a big parent would report the parent's peak."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
@@ -44,6 +52,8 @@ def summarize_shard(args: tuple[Path, list[str], Path, int]) -> tuple[str, float
     from textmill.tasks.document import Document
 
     root, ids, folder, partitions = args
+    if folder.exists():  # kept from an earlier measurement (--work)
+        return str(folder), 0.0
     step = Deduplicator()
     docs = [Document(id=i, path=i, sha256="", text=(root / i).read_text(encoding="utf-8")) for i in ids]
     write_bundle(folder, list(zip(ids, step.summarize(docs))), step, partitions)
@@ -65,7 +75,7 @@ def measure(root: Path, planted: dict[str, str] | None, work: Path, partitions: 
     count = min(partitions, len(members))
     started = time.perf_counter()
     jobs = [(root, members[s], work / "bundles" / f"shard-{s}", count) for s in sorted(members)]
-    with ProcessPoolExecutor(max_workers=2) as pool:
+    with ProcessPoolExecutor(max_workers=2, mp_context=multiprocessing.get_context("spawn")) as pool:
         results = list(pool.map(summarize_shard, jobs))
     summarize_s = time.perf_counter() - started
     bundles = [folder for folder, _ in results]
@@ -138,6 +148,7 @@ def command(argv: list[str]) -> None:
     from textmill.tasks.dedupe import Deduplicator
 
     step = Deduplicator()
+    step.layout()  # computed once per process; not part of a phase's time
     started = time.perf_counter()
     if argv[0] == "baseline":  # the fixed cost: libraries loaded, one shard's files read
         from textmill.tasks.dedupe_bands import read_docs, read_partition_rows
@@ -164,9 +175,12 @@ def main() -> None:
     parser.add_argument("--folder", type=Path, help="an already generated corpus instead of --corpus/--sizes")
     parser.add_argument("--partitions", type=int, default=32)
     parser.add_argument("--results", type=Path, default=DEFAULT_RESULTS)
+    parser.add_argument("--work", type=Path, help="keep corpora and bundles here and reuse them (default: a temporary folder)")
     args = parser.parse_args()
     points = []
     with tempfile.TemporaryDirectory(prefix="index-memory-") as tmp:
+        if args.work:
+            tmp = str(args.work)
         if args.folder:
             points.append(measure(args.folder, None, Path(tmp), args.partitions))
         else:
@@ -174,8 +188,14 @@ def main() -> None:
                 sys.exit("error: --corpus (a folder) or --folder is required")
             for size in (int(x) for x in args.sizes.split(",")):
                 corpus, work = Path(tmp) / f"corpus-{size}", Path(tmp) / f"work-{size}"
-                planted = generate(args.corpus, corpus, size, seed=size)
-                points.append(measure(corpus, planted.duplicates_of, work, args.partitions))
+                planted_file = Path(tmp) / f"planted-{size}.json"
+                if not planted_file.exists():
+                    planted_file.write_text(json.dumps(generate(args.corpus, corpus, size, seed=size).duplicates_of))
+                planted = json.loads(planted_file.read_text())
+                for old in ("state", "bundles/" + "*-changed"):
+                    for path in work.glob(old):
+                        shutil.rmtree(path)
+                points.append(measure(corpus, planted, work, args.partitions))
         for point in points:
             print(json.dumps(point), file=sys.stderr)
     table = markdown_table(

@@ -7,11 +7,13 @@ of more than `BUCKET_REACH + 1` members (boilerplate every page shares) each mem
 Candidates are verified from the signatures (estimated Jaccard; estimated containment for
 the containment bands) and kept as links tagged with their bucket key.
 
-Between runs the partition keeps its sorted rows and links in its state folder with the
-bundles they came from. A later run drops the rows of bundles that are gone, adds those of
-new bundles, and recomputes only the buckets whose membership changed (every key of a row
-removed or added); links of the other buckets are kept. A bucket's links depend on its
-members only, so the result equals a rebuild over the same bundles.
+Between runs the partition keeps its links (tagged with their bucket keys, with their
+members' ids and ranking fields) in its state folder, with the bundles they came from. A
+later run recomputes only the buckets whose membership changed: every key of a row in a
+bundle that is new, or in one that is gone (read from that bundle while it still exists);
+the links of the other buckets are kept. A bucket's links depend on its members only, so the
+result equals a rebuild over the same bundles. The rows themselves are not kept: the bundles
+hold them, and reading one record batch per shard costs less than writing a copy each run.
 """
 from __future__ import annotations
 
@@ -81,6 +83,16 @@ class Arrays:
 
 _ROW_TYPES = {"key": np.uint64, "size": np.uint32, "src": np.int64, "row": np.int64}
 _LINK_TYPES = {"key": np.uint64, "a_src": np.int64, "a_row": np.int64, "b_src": np.int64, "b_row": np.int64}
+_MEMBERS = ("src", "row", "id", "length", "date", "path")
+_MEMBER_TYPES = {"src": np.int64, "row": np.int64, "id": object, "length": np.int64, "date": object, "path": object}
+
+
+def _empty_links() -> Arrays:
+    return Arrays.concat([], _LINKS, _LINK_TYPES)
+
+
+def _empty_members() -> Arrays:
+    return Arrays.concat([], _MEMBERS, _MEMBER_TYPES)
 
 
 def reduce_partition(
@@ -91,39 +103,36 @@ def reduce_partition(
     bundles = sorted(bundles, key=lambda b: b.name)
     names = [b.name for b in bundles]
     source = {name: i for i, name in enumerate(names)}
-    previous = _load_state(state)
-    parts: list[Arrays] = []
-    changed_keys: list[np.ndarray] = []
-    kept_links = Arrays.concat([], _LINKS, _LINK_TYPES)
-    known: set[str] = set()
-    if previous is not None:
-        old_names, old_rows, old_links = previous
-        remap = np.array([source.get(name, -1) for name in old_names], dtype=np.int64)
-        still = remap[old_rows["src"]] >= 0 if len(old_rows) else np.zeros(0, bool)
-        changed_keys.append(old_rows["key"][~still])
-        kept = old_rows.take(still)
-        kept.columns["src"] = remap[kept["src"]]
-        parts.append(kept)
-        known = {name for name in old_names if name in source}
-        kept_links = old_links
-        kept_links.columns["a_src"] = remap[old_links["a_src"]]
-        kept_links.columns["b_src"] = remap[old_links["b_src"]]
-    for name, folder in zip(names, bundles):
-        if name in known:
-            continue
+    parts = []
+    for i, folder in enumerate(bundles):
         key, row, size = read_partition_rows(folder, partition)
-        parts.append(Arrays({"key": key, "size": size, "src": np.full(len(key), source[name], np.int64), "row": row.astype(np.int64)}))
-        changed_keys.append(key)
+        parts.append(Arrays({"key": key, "size": size, "src": np.full(len(key), i, np.int64), "row": row.astype(np.int64)}))
     rows = Arrays.concat(parts, _ROWS, _ROW_TYPES)
     rows = rows.take(np.lexsort((rows["row"], rows["src"], rows["size"], rows["key"])))
 
-    touched = np.unique(np.concatenate(changed_keys)) if changed_keys else np.empty(0, np.uint64)
-    if len(kept_links):
-        kept_links = kept_links.take(~_member(kept_links["key"], touched))
-    new_links = _links(layout, thresholds, rows.take(_member(rows["key"], touched)), bundles)
+    previous = _load_state(state)
+    kept_links, kept_members = _empty_links(), _empty_members()
+    if previous is None:
+        new_links = _links(layout, thresholds, rows, bundles)
+    else:
+        old_folders, old_links, old_members = previous
+        remap = np.array([source.get(folder.name, -1) for folder in old_folders], dtype=np.int64)
+        added = np.ones(len(bundles), dtype=bool)
+        added[remap[remap >= 0]] = False
+        changed = [rows["key"][added[rows["src"]]]]
+        changed += [read_partition_rows(folder, partition)[0] for folder, at in zip(old_folders, remap) if at < 0]
+        touched = np.unique(np.concatenate(changed))
+        for column in ("a_src", "b_src"):
+            old_links.columns[column] = remap[old_links[column]]
+        old_members.columns["src"] = remap[old_members["src"]]
+        alive = (old_links["a_src"] >= 0) & (old_links["b_src"] >= 0)
+        kept_links = old_links.take(alive & ~_member(old_links["key"], touched))
+        kept_members = old_members.take(old_members["src"] >= 0)
+        new_links = _links(layout, thresholds, rows.take(_member(rows["key"], touched)), bundles)
     links = Arrays.concat([kept_links, new_links], _LINKS, _LINK_TYPES)
-    _save_state(state, names, rows, links)
-    return _partial(rows, links, bundles)
+    members = _members(links, kept_members, bundles)
+    _save_state(state, bundles, links, members)
+    return _partial(rows, links, members)
 
 
 def combine_partials(partials: list[dict[str, Any]]) -> dict[str, Any]:
@@ -300,37 +309,65 @@ def _gather_signatures(num_perm: int, docs: np.ndarray, bundles: list[Path]) -> 
     return out
 
 
-def _partial(rows: Arrays, links: Arrays, bundles: list[Path]) -> dict[str, Any]:
+def _members(links: Arrays, known: Arrays, bundles: list[Path]) -> Arrays:
+    """Id and ranking fields of every document in `links`: those `known` from the last run,
+    the others read from their shards' documents files."""
+    codes = np.unique(np.concatenate([_codes(links["a_src"], links["a_row"]), _codes(links["b_src"], links["b_row"])]))
+    known_codes = _codes(known["src"], known["row"])
+    order = np.argsort(known_codes)
+    known, known_codes = known.take(order), known_codes[order]
+    have = _member(codes, known_codes)
+    parts = [known.take(_member(known_codes, codes[have]))]
+    missing = codes[~have]
+    src, row = missing >> 32, missing & 0xFFFFFFFF
+    for s in np.unique(src):
+        rows = row[src == s]
+        table = read_docs(bundles[int(s)], ["id", "length", "date", "path"]).take(pa.array(rows))
+        parts.append(
+            Arrays(
+                {
+                    "src": np.full(len(rows), s, np.int64),
+                    "row": rows.astype(np.int64),
+                    "id": np.array(table.column("id").to_pylist(), dtype=object),
+                    "length": table.column("length").to_numpy(),
+                    "date": np.array(table.column("date").to_pylist(), dtype=object),
+                    "path": np.array(table.column("path").to_pylist(), dtype=object),
+                }
+            )
+        )
+    return Arrays.concat(parts, _MEMBERS, _MEMBER_TYPES)
+
+
+def _codes(src: np.ndarray, row: np.ndarray) -> np.ndarray:
+    return (src.astype(np.int64) << 32) | row.astype(np.int64)
+
+
+def _partial(rows: Arrays, links: Arrays, members: Arrays) -> dict[str, Any]:
     slots = key_slots(rows["key"])
     census_keys = rows["key"][slots == CENSUS]
     documents = int(np.count_nonzero((slots == CENSUS) | (slots == EMPTY)))
     exact = len(census_keys) - len(np.unique(census_keys))
-    ends = np.concatenate(
-        [(links["a_src"] << 32) | links["a_row"], (links["b_src"] << 32) | links["b_row"]]
-    )
-    codes, inverse = np.unique(ends, return_inverse=True)
-    fields: list[list[Any]] = [[] for _ in codes]
-    ids: list[str] = [""] * len(codes)
-    src = codes >> 32
-    for s in np.unique(src):
-        at = np.flatnonzero(src == s)
-        table = read_docs(bundles[int(s)], ["id", "length", "date", "path"]).to_pydict()
-        for i in at:
-            r = int(codes[i] & 0xFFFFFFFF)
-            ids[i] = table["id"][r]
-            fields[i] = [table["length"][r], table["date"][r], table["path"][r]]
-    n = len(links)
-    pairs = sorted({tuple(sorted((ids[inverse[i]], ids[inverse[n + i]]))) for i in range(n)})
+    codes = _codes(members["src"], members["row"])
+    order = np.argsort(codes)
+    ids = members["id"][order]
+    a = ids[np.searchsorted(codes[order], _codes(links["a_src"], links["a_row"]))]
+    b = ids[np.searchsorted(codes[order], _codes(links["b_src"], links["b_row"]))]
+    pairs = sorted({(x, y) if x < y else (y, x) for x, y in zip(a.tolist(), b.tolist())})
     return {
         "links": [list(p) for p in pairs],
-        "members": {ids[i]: fields[i] for i in range(len(codes))},
+        "members": {
+            doc_id: [int(length), date, path]
+            for doc_id, length, date, path in zip(
+                members["id"].tolist(), members["length"].tolist(), members["date"].tolist(), members["path"].tolist()
+            )
+        },
         "documents": documents,
         "exact_duplicates": exact,
     }
 
 
 def _write_arrays(path: Path, arrays: Arrays, names: tuple[str, ...]) -> None:
-    table = pa.table({n: pa.array(arrays[n]) for n in names})
+    table = pa.table({n: pa.array(arrays[n].tolist() if arrays[n].dtype == object else arrays[n]) for n in names})
     with pa.ipc.new_file(path, table.schema, options=IPC_OPTIONS) as writer:
         writer.write_table(table)
 
@@ -338,30 +375,46 @@ def _write_arrays(path: Path, arrays: Arrays, names: tuple[str, ...]) -> None:
 def _read_arrays(path: Path, names: tuple[str, ...], dtypes: dict[str, Any]) -> Arrays:
     with pa.OSFile(str(path)) as source:
         table = pa.ipc.open_file(source).read_all()
-    return Arrays({n: table.column(n).to_numpy().astype(dtypes[n], copy=True) for n in names})
+    columns = {}
+    for n in names:
+        if dtypes[n] is object:
+            columns[n] = np.array(table.column(n).to_pylist(), dtype=object)
+        else:
+            columns[n] = table.column(n).to_numpy().astype(dtypes[n], copy=True)
+    return Arrays(columns)
 
 
-def _load_state(state: Path) -> tuple[list[str], Arrays, Arrays] | None:
-    """The rows and links this partition kept last time, with their bundles; None if none."""
+def _load_state(state: Path) -> tuple[list[Path], Arrays, Arrays] | None:
+    """The links (and their members) this partition kept last time, with the bundles they came
+    from; None when there is none, or when a bundle that has gone since can no longer be read
+    (its rows say which buckets lost a member): the partition is then rebuilt."""
     try:
         meta = json.loads((state / STATE_FILE).read_text())
-        rows = _read_arrays(state / meta["rows"], _ROWS, _ROW_TYPES)
+        folders = [Path(f) for f in meta["bundles"]]
+        if not all(f.is_dir() for f in folders):
+            return None
         links = _read_arrays(state / meta["links"], _LINKS, _LINK_TYPES)
+        members = _read_arrays(state / meta["members"], _MEMBERS, _MEMBER_TYPES)
     except (OSError, ValueError, KeyError, pa.ArrowException):
         return None
-    return list(meta["inputs"]), rows, links
+    return folders, links, members
 
 
-def _save_state(state: Path, names: list[str], rows: Arrays, links: Arrays) -> None:
-    """Write new rows and links files, point the state file at them, then drop the old ones."""
+def _save_state(state: Path, bundles: list[Path], links: Arrays, members: Arrays) -> None:
+    """Write new links and members files, point the state file at them, then drop the old ones."""
     state.mkdir(parents=True, exist_ok=True)
     tag = uuid.uuid4().hex
-    meta = {"inputs": names, "rows": f"rows-{tag}.arrow", "links": f"links-{tag}.arrow"}
-    _write_arrays(state / meta["rows"], rows, _ROWS)
+    meta = {
+        "inputs": [b.name for b in bundles],
+        "bundles": [str(b) for b in bundles],
+        "links": f"links-{tag}.arrow",
+        "members": f"members-{tag}.arrow",
+    }
     _write_arrays(state / meta["links"], links, _LINKS)
+    _write_arrays(state / meta["members"], members, _MEMBERS)
     tmp = state / f".{STATE_FILE}.{tag}"
     tmp.write_text(json.dumps(meta))
     os.replace(tmp, state / STATE_FILE)
     for old in state.glob("*.arrow"):
-        if old.name not in (meta["rows"], meta["links"]):
+        if old.name not in (meta["links"], meta["members"]):
             old.unlink(missing_ok=True)

@@ -52,11 +52,13 @@ def test_a_run_shows_completed_tasks_artifacts_and_counts_then_cached_shards(pre
     assert flow_run["name"] == "textmill-seeds" and flow_run["state_type"] == "COMPLETED"
     tasks = api(prefect_api, "/task_runs/filter", {"flow_runs": {"id": {"any_": [flow_run["id"]]}}})
     names = {t["name"]: t["state_name"] for t in tasks}  # type: ignore[union-attr]
-    for step in ("read", "clean", "dedupe-summarize", "dedupe", "language", "entities-summarize", "entities"):
+    steps = ("read", "clean", "dedupe-summarize", "dedupe-partition", "dedupe", "language", "entities-summarize", "entities")
+    for step in steps:
         assert names.get(f"{step}-0") == "Completed", names
     assert names["publish"] == "Completed"
     tags = {t["name"]: t["tags"] for t in tasks}  # type: ignore[union-attr]
     assert tags["clean-0"] == ["clean"] and tags["dedupe-summarize-0"] == ["dedupe"] and tags["dedupe-index"] == ["dedupe"]
+    assert tags["dedupe-partition-0"] == ["dedupe"]
     assert tags["entities-0"] == ["entities"] and tags["publish"] == ["publish"]
     artifacts = api(prefect_api, "/artifacts/filter", {"flow_runs": {"id": {"any_": [flow_run["id"]]}}})
     by_key = {a["key"]: a for a in artifacts}  # type: ignore[union-attr]
