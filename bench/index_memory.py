@@ -160,7 +160,7 @@ def command(argv: list[str]) -> None:
         partial = step.reduce(int(argv[2]), bundles, Path(argv[3]))
         Path(argv[4]).write_text(json.dumps(partial))
     elif argv[0] == "combine":
-        partials = [json.loads(Path(p).read_text()) for p in json.loads(argv[1])]
+        partials = (json.loads(Path(p).read_text()) for p in json.loads(argv[1]))
         Path(argv[2]).write_text(json.dumps(step.combine(partials)))
     print(json.dumps({"peak_mb": peak_mb(), "seconds": time.perf_counter() - started}))
 
@@ -173,7 +173,7 @@ def main() -> None:
     parser.add_argument("--corpus", type=Path, help="source corpus for bench.synth")
     parser.add_argument("--sizes", default="10000")
     parser.add_argument("--folder", type=Path, help="an already generated corpus instead of --corpus/--sizes")
-    parser.add_argument("--partitions", type=int, default=32)
+    parser.add_argument("--partitions", type=int, default=64)
     parser.add_argument("--results", type=Path, default=DEFAULT_RESULTS)
     parser.add_argument("--work", type=Path, help="keep corpora and bundles here and reuse them (default: a temporary folder)")
     args = parser.parse_args()

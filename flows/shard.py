@@ -250,7 +250,7 @@ def combine_index(paths: Paths, spec: StepSpec, partials: list[str]) -> str:
     assert isinstance(step, CorpusStep)
     target = paths.state / "indexes" / spec.name / f"{digest_lines([spec.fingerprint, *partials])}.json.gz"
     if not target.exists():
-        index = step.combine([next(read_jsonl_gz(Path(p))) for p in partials])
+        index = step.combine(next(read_jsonl_gz(Path(p))) for p in partials)
         write_jsonl_gz(target, iter([index]))
     return str(target)
 

@@ -189,8 +189,10 @@ class CorpusStep(Step):
 
         return self.build_index(pair for folder in bundles for pair in read_summaries(folder))
 
-    def combine(self, partials: list[dict[str, Any]]) -> dict[str, Any]:
-        """The index from every partition's partial, in partition order; default: the one partial."""
+    def combine(self, partials: Iterable[dict[str, Any]]) -> dict[str, Any]:
+        """The index from every partition's partial, streamed in partition order (one at a time
+        in memory); default: the one partial."""
+        partials = list(partials)
         if len(partials) != 1:
             raise ValueError(f"{type(self).__name__} has {len(partials)} partials; override combine")
         return partials[0]

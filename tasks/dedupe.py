@@ -13,6 +13,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import re
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -112,7 +113,7 @@ class Deduplicator(CorpusStep):
         )
         seed: int = Field(1, ge=0, description="MinHash seed; signatures of different seeds never match.")
         partitions: int = Field(
-            32,
+            64,
             ge=1,
             le=4096,
             description="Most partitions of the on-disk index, one task each (never more than shards); "
@@ -174,7 +175,7 @@ class Deduplicator(CorpusStep):
         )
         return reduce_partition(self.layout(), thresholds, partition, bundles, state)
 
-    def combine(self, partials: list[dict[str, Any]]) -> dict[str, Any]:
+    def combine(self, partials: Iterable[dict[str, Any]]) -> dict[str, Any]:
         """Clusters by union-find over the verified links; the result does not depend on the
         order of the documents, their shards or earlier runs."""
         return combine_partials(partials)

@@ -20,6 +20,7 @@ from __future__ import annotations
 import json
 import os
 import uuid
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -108,6 +109,7 @@ def reduce_partition(
         key, row, size = read_partition_rows(folder, partition)
         parts.append(Arrays({"key": key, "size": size, "src": np.full(len(key), i, np.int64), "row": row.astype(np.int64)}))
     rows = Arrays.concat(parts, _ROWS, _ROW_TYPES)
+    del parts
     rows = rows.take(np.lexsort((rows["row"], rows["src"], rows["size"], rows["key"])))
 
     previous = _load_state(state)
@@ -135,7 +137,7 @@ def reduce_partition(
     return _partial(rows, links, members)
 
 
-def combine_partials(partials: list[dict[str, Any]]) -> dict[str, Any]:
+def combine_partials(partials: Iterable[dict[str, Any]]) -> dict[str, Any]:
     """Union-find over every partition's links; each cluster is named after its most complete
     member (longest text, then earliest date, undated last, then path, then id)."""
     from textmill.tasks.union_find import UnionFind
