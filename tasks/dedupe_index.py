@@ -30,7 +30,6 @@ import pyarrow as pa
 
 from textmill.tasks.dedupe_bands import (
     CENSUS,
-    CONTAINMENT,
     EMPTY,
     IPC_OPTIONS,
     JACCARD,
