@@ -1,4 +1,4 @@
-"""The `textmill` command: run the pipeline ad hoc, list installed steps."""
+"""The `textmill` command: run the pipeline ad hoc, serve it, search its output, collect its cache, list installed steps."""
 from __future__ import annotations
 
 import os
@@ -218,6 +218,33 @@ def search(
 
 
 @app.command()
+def gc(
+    out: Path = typer.Argument(..., parser=out_path, metavar="OUT", help="Output folder of earlier runs (holds .textmill/)."),
+    keep: Optional[int] = typer.Option(
+        None, "--keep", min=1, metavar="N", help="Runs whose cached results stay.", show_default="[run] keep_runs"
+    ),
+    config: Optional[Path] = CONFIG_OPTION,
+) -> None:
+    """Remove cached results that none of the last N runs into OUT used; prints what went."""
+    from textmill.flows.config import load_config
+    from textmill.flows.gc import collect_garbage
+    from textmill.flows.lock import OutputFolderBusy, output_folder_lock
+
+    if not (out / ".textmill").is_dir():
+        fail(f"{out} holds no textmill state (.textmill/); give the output folder of a run", code=2)
+    try:
+        settings = load_config(config).run
+    except ConfigError as exc:
+        fail(str(exc), code=2)
+    try:
+        with output_folder_lock(out, settings.lock_timeout):
+            report = collect_garbage(out / ".textmill", keep or settings.keep_runs)
+    except OutputFolderBusy as exc:
+        fail(str(exc))
+    typer.echo(f"gc: {report.summary()}")
+
+
+@app.command()
 def steps() -> None:
     """List installed steps, their options and defaults."""
     from textmill.tasks.registry import describe_options, load_registry
@@ -339,6 +366,11 @@ def print_summary(manifest: dict[str, Any], out: Path) -> None:
         "top entities", ", ".join(f"{e['name']} ({e['label']}) {e['count']}" for e in manifest["top_entities"][:8]) or "-"
     )
     totals.add_row("output", f"{out}/ ({', '.join(manifest['outputs'])})")
+    if "store" in manifest:
+        from textmill.flows.report import human_bytes
+
+        store = manifest["store"]
+        totals.add_row("store", f"{out}/.textmill: {store['files']} files, {human_bytes(store['bytes'])}")
     for store, changes in manifest.get("published", {}).items():
         totals.add_row(store, ", ".join(f"{v} {k}" for k, v in changes.items()))
     out_console.print(totals)

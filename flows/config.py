@@ -64,6 +64,10 @@ class RunSection(Section):
         0, ge=0,
         description="Seconds to wait for another run on the same output folder to finish (0: fail at once).",
     )
+    keep_runs: int = Field(
+        3, ge=1,
+        description="Runs whose cached results are kept; after each run the store drops what older runs alone used.",
+    )
 
 
 class ConfigFile(Section):

@@ -9,7 +9,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 from uuid import UUID
@@ -38,6 +38,7 @@ from textmill.flows.config import (
     load_config,
     publish_to_postgres,
 )
+from textmill.flows.gc import GcReport, RunRecord, collect_garbage, store_size, write_run_record
 from textmill.flows.keys import digest, digest_lines, shard_count, shard_of
 from textmill.flows.lock import output_folder_lock
 from textmill.flows.progress import listener, shard_done, shard_progress
@@ -45,6 +46,7 @@ from textmill.flows.report import StageStats, build_manifest, steps_table, summa
 from textmill.flows.retry import retry_transient
 from textmill.flows.runners import default_workers, tag_steps
 from textmill.flows.shard import DocRef, Paths, ShardResult
+from textmill.flows.store import LAYOUT as STORE_LAYOUT
 from textmill.tasks.base import RunInfo
 from textmill.tasks.filehashes import FileHashes
 from textmill.tasks.read import DiscoveryReport, SourceFile, discover
@@ -55,11 +57,12 @@ COUNT_ONLY_PARAMETERS = frozenset({"fresh"})
 
 
 def cache_key(context: TaskRunContext, parameters: dict[str, Any]) -> str:
-    """Key a shard task by what determines its output: step fingerprint and member keys.
+    """Key a shard task by what determines its output: step fingerprint and member keys (and
+    the store's layout, which its result refers into).
 
     Document bodies never pass through here; lists of references are digested line by line.
     """
-    parts = [context.task.name]
+    parts = [context.task.name, STORE_LAYOUT]
     for name in sorted(parameters):
         if name in COUNT_ONLY_PARAMETERS:
             continue
@@ -85,6 +88,20 @@ def publish_cache_key(context: TaskRunContext, parameters: dict[str, Any]) -> st
         parameters["force"],
     )
     return None if token is None else digest([context.task.name, token])
+
+
+def current_task_key() -> str:
+    """The running task's cache key, under which its pack notes the keys it uses (for gc)."""
+    context = TaskRunContext.get()
+    assert context is not None, "only inside a task run"
+    return cache_key(context, context.parameters)
+
+
+def result_key(future: PrefectFuture) -> str | None:
+    """The name of the Prefect result file a cached task's result lives in, when there is one."""
+    data = getattr(future.state, "data", None)
+    key = getattr(getattr(data, "metadata", None), "storage_key", None)
+    return Path(key).name if key else None
 
 
 @task(name="discover", retries=2, retry_delay_seconds=1, retry_condition_fn=retry_transient)
@@ -113,21 +130,27 @@ def discover_sources(corpus: str, out: str) -> tuple[list[SourceFile], Discovery
 @task(name="read")
 def read_task(paths: Paths, shard_no: int, sources: list[SourceFile], settings: InputSection, reader: str) -> ShardResult:
     """Read one shard's files into raw documents (`reader`, the reader's fingerprint, keys the cache)."""
-    return log_shard("read", shard_no, shard.read_shard(paths, sources, settings, shard_progress("read", shard_no)))
+    report = shard_progress("read", shard_no)
+    result = shard.in_pack(paths, shard_no, current_task_key(), lambda p: shard.read_shard(p, sources, settings, report))
+    return log_shard("read", shard_no, result)
 
 
 @task(name="document-step")
 def document_task(paths: Paths, step: StepSpec, shard_no: int, refs: list[DocRef]) -> ShardResult:
     """Run a document-scope step over one shard."""
     report = shard_progress(step.name, shard_no)
-    return log_shard(step.name, shard_no, shard.run_document_shard(paths, step, refs, report))
+    result = shard.in_pack(paths, shard_no, current_task_key(), lambda p: shard.run_document_shard(p, step, refs, report))
+    return log_shard(step.name, shard_no, result)
 
 
 @task(name="summarize")
 def summarize_task(paths: Paths, step: StepSpec, shard_no: int, refs: list[DocRef], partitions: int) -> ShardResult:
     """Per-document summaries for a corpus-scope step, over one shard, spilled for `partitions`."""
     report = shard_progress(step.name, shard_no)
-    return log_shard(step.name, shard_no, shard.summarize_shard(paths, step, refs, partitions, report))
+    result = shard.in_pack(
+        paths, shard_no, current_task_key(), lambda p: shard.summarize_shard(p, step, refs, partitions, report)
+    )
+    return log_shard(step.name, shard_no, result)
 
 
 @task(name="partition")
@@ -147,7 +170,10 @@ def apply_task(
     paths: Paths, step: StepSpec, shard_no: int, refs: list[DocRef], bundle: str, index: str, fresh: list[str]
 ) -> ShardResult:
     """Apply a corpus-scope step's index to one shard (`fresh`: ids summarized this run, for the counts)."""
-    return shard.apply_shard(paths, step, refs, bundle, index, fresh, shard_progress(f"{step.name}:apply", shard_no))
+    report = shard_progress(f"{step.name}:apply", shard_no)
+    return shard.in_pack(
+        paths, shard_no, current_task_key(), lambda p: shard.apply_shard(p, step, refs, bundle, index, fresh, report)
+    )
 
 
 @task(name="publish-shard")
@@ -164,7 +190,10 @@ def publish_shard_task(
     """Publish one shard's final records (skipped when they and its files are unchanged);
     `force` and `repair` write it in any case, `repair` also bypassing Prefect's cache."""
     report = shard_progress("publish", shard_no)
-    result = shard.publish_shard(paths, step, shard_no, count, refs, run, force or repair, report)
+    result = shard.in_pack(
+        paths, shard_no, current_task_key(),
+        lambda p: shard.publish_shard(p, step, shard_no, count, refs, run, force or repair, report),
+    )
     get_run_logger().info(
         "publish-%s: %s", shard_no, f"{result.computed} documents written" if result.computed else "unchanged"
     )
@@ -180,6 +209,14 @@ def finish_publish_task(paths: Paths, step: StepSpec | None, shards: list[int], 
     for store, counts in (outcome.changes or {}).items():
         logger.info("publish to %s: %s", store, ", ".join(f"{v} {k}" for k, v in counts.items()))
     return outcome
+
+
+@task(name="gc")
+def gc_task(paths: Paths, keep: int) -> GcReport:
+    """Remove from the output's state what none of the last `keep` recorded runs uses."""
+    report = collect_garbage(paths.state, keep)
+    get_run_logger().info("gc: %s", report.summary())
+    return report
 
 
 FAILED_IN = "textmill_failed_in"
@@ -231,6 +268,7 @@ class Runner:
     paths: Paths
     settings: RunSection
     stages: dict[str, StageStats]
+    record: RunRecord
     tag_steps: bool = False
     progress_artifact: UUID | None = None
     expected_tasks: int = 0
@@ -242,6 +280,14 @@ class Runner:
         self.progress_artifact = create_progress_artifact(
             progress=0.0, key="textmill-progress", description="Shard tasks finished"
         )
+
+    def remember(self, future: PrefectFuture, produced: str | None = None) -> None:
+        """Note in the run record a finished task's result file and a file it produced, for gc."""
+        key = result_key(future)
+        if key:
+            self.record.add_result(key)
+        if produced:
+            self.record.add_artifact(self.paths.state, produced)
 
     def task_finished(self, stage: str) -> None:
         self.finished_tasks += 1
@@ -317,6 +363,9 @@ class Runner:
                 continue
             if future.state.name == "Cached":
                 result = replace(result, computed=0, updated=0, cached=result.computed + result.cached, fresh=[])
+            if result.task_key:
+                self.record.add_task(self.paths.shards, n, result.task_key)
+            self.remember(future, result.bundle)
             results[n] = result
             shard_done(stage, n, sizes[n])
             self.task_finished(stage)
@@ -353,11 +402,12 @@ def textmill(corpus: str, out: str = "out", config: str | None = None, publish: 
 def run_pipeline(cfg: PipelineConfig, paths: Paths, corpus: str) -> dict[str, Any]:
     """The run itself: discover, read, each step, publish, report."""
     logger = get_run_logger()
-    runner = Runner(paths, cfg.run, {}, tag_steps=tag_steps())
 
     with failing_as("discover failed"):
         sources, discovery = discover_sources(paths.corpus, paths.out)
     count = shard_count(len(sources), cfg.run.shard_size)
+    paths = replace(paths, shards=count)
+    runner = Runner(paths, cfg.run, {}, RunRecord(run_id=str(flow_run.id)), tag_steps=tag_steps())
     members: dict[int, list[SourceFile]] = {}
     for src in sources:
         members.setdefault(shard_of(src.id, count), []).append(src)
@@ -393,6 +443,10 @@ def run_pipeline(cfg: PipelineConfig, paths: Paths, corpus: str) -> dict[str, An
     outcome = publish_shards(runner, sink, shards, count, refs, run_info)
     if sink is None:
         runner.stages.pop("publish", None)
+    with failing_as("gc failed"):
+        gc = runner.configure(gc_task, "gc", "gc", cached=False)
+        write_run_record(paths.state, runner.record)
+        gc.submit(paths, cfg.run.keep_runs).result()
     manifest = build_manifest(
         run_id=str(flow_run.id),
         run_name=flow_run.name or run_name(),
@@ -408,6 +462,7 @@ def run_pipeline(cfg: PipelineConfig, paths: Paths, corpus: str) -> dict[str, An
         skipped_output_folders=discovery.output_folders,
         skipped_links=discovery.aliases,
         hashed_files={"hashed": discovery.hashed, "unchanged": discovery.unchanged},
+        store=asdict(store_size(paths.state)),
     )
     write_manifest(Path(paths.out), manifest)
     create_markdown_artifact(key="textmill-summary", markdown=summary_markdown(manifest), description="Run summary")
@@ -493,6 +548,7 @@ def build_index(runner: Runner, step: StepSpec, bundles: list[str], count: int, 
                 p = futures[future]
                 try:
                     partials[p] = future.result()
+                    runner.remember(future, partials[p])
                 except (KeyboardInterrupt, SystemExit):
                     raise
                 except BaseException as exc:  # noqa: BLE001 - gather all, then fail the run
@@ -502,7 +558,9 @@ def build_index(runner: Runner, step: StepSpec, bundles: list[str], count: int, 
             if failures:
                 raise min(failures, key=lambda failure: failure[0])[1]
             combine = runner.configure(index_task, f"{step.name}-index", step.name)
-            index_path: str = combine.submit(paths, step, [partials[p] for p in range(count)]).result()
+            combined = combine.submit(paths, step, [partials[p] for p in range(count)])
+            index_path: str = combined.result()
+            runner.remember(combined, index_path)
     except Exception:
         progress.finish(stage, failed=True)
         raise

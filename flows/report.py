@@ -152,6 +152,7 @@ def build_manifest(
     skipped_output_folders: list[str] | None = None,
     skipped_links: int = 0,
     hashed_files: dict[str, int] | None = None,
+    store: dict[str, int] | None = None,
 ) -> dict[str, Any]:
     """The run record written to `manifest.json` (and returned by the flow)."""
     read = stages.get("read", StageStats())
@@ -181,6 +182,8 @@ def build_manifest(
         "steps": {name: asdict(s) for name, s in stages.items() if name != "read"},
         "outputs": outputs,
         "published": published or {},
+        # Everything under `.textmill` (store packs, bundles, indexes, cached task results) after gc.
+        "store": store or {"bytes": 0, "files": 0},
     }
 
 
@@ -209,6 +212,9 @@ def summary_markdown(manifest: dict[str, Any]) -> str:
         lines.append(
             f"| {name} | {s['computed']} | {s['cached']} | {s['skipped']} | {s['updated']} | {s['seconds']:.2f} |"
         )
+    store = manifest.get("store")
+    if store:
+        lines += ["", f"Store (`.textmill`): {store['files']} files, {human_bytes(store['bytes'])}."]
     if manifest["rejected"]:
         lines += ["", "Rejected: " + ", ".join(f"{k} ({v})" for k, v in manifest["rejected"].items())]
     encodings = manifest.get("encodings", {})
@@ -222,6 +228,16 @@ def summary_markdown(manifest: dict[str, Any]) -> str:
         largest = ", ".join(f"`{c['canonical']}` ({c['documents']} documents)" for c in manifest["largest_clusters"])
         lines += ["", f"Duplicate clusters: {manifest['clusters']}; largest: {largest}"]
     return "\n".join(lines) + "\n"
+
+
+def human_bytes(count: int) -> str:
+    """1234567 -> `1.2 MB` (decimal units, as `du --si` prints them)."""
+    value = float(count)
+    for unit in ("B", "KB", "MB", "GB"):
+        if value < 1000 or unit == "GB":
+            return f"{count} B" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1000
+    return f"{value:.1f} GB"
 
 
 def steps_table(manifest: dict[str, Any]) -> list[dict[str, Any]]:

@@ -10,7 +10,7 @@ import heapq
 import json
 import threading
 from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -18,7 +18,7 @@ from textmill.flows.config import InputSection, StepSpec
 from textmill.flows.keys import chain, digest, digest_lines
 from textmill.flows.progress import no_progress
 from textmill.flows.report import CorpusStats, StatsCollector
-from textmill.flows.store import Store, read_jsonl_gz, write_jsonl_gz
+from textmill.flows.store import Packs, Store, read_jsonl_gz, write_jsonl_gz
 from textmill.tasks.atomic import write_atomic
 from textmill.tasks.base import CorpusStep, DocumentStep, FinishInfo, PublishReport, RunInfo, ShardInfo, SinkStep, Step
 from textmill.tasks.bundle import read_summaries, write_bundle
@@ -66,22 +66,36 @@ class ShardResult:
     updated: int = 0
     bundle: str | None = None
     fresh: list[str] = field(default_factory=list)  # ids a corpus step summarized for the first time
+    task_key: str | None = None  # the cache key of the task that computed this, under which its pack notes what it uses
 
 
 @dataclass(frozen=True)
 class Paths:
-    """Where a run keeps its state; everything lives under the output folder."""
+    """Where a run keeps its state; everything lives under the output folder.
+
+    `shards` is the run's shard count K, which names the level of the store's packs; inside a
+    shard task (`in_pack`), `pack` is that shard's open pack.
+    """
 
     corpus: str
     out: str
+    shards: int = 1
+    pack: Store | None = field(default=None, compare=False, repr=False)
 
     @property
     def state(self) -> Path:
         return Path(self.out) / ".textmill"
 
     @property
+    def store_root(self) -> Path:
+        return self.state / "store"
+
+    @property
     def store(self) -> Store:
-        return Store(self.state / "store")
+        """The pack of the shard a task works on (see `in_pack`)."""
+        if self.pack is None:
+            raise RuntimeError("no shard pack is open: run shard functions through shard.in_pack")
+        return self.pack
 
     @property
     def prefect_results(self) -> Path:
@@ -96,6 +110,16 @@ class Paths:
     def file_hashes(self) -> Path:
         """Discovery's cache of input files' stat and sha256 (`tasks/filehashes.py`)."""
         return self.state / "file-hashes.json"
+
+
+def in_pack(paths: Paths, shard_no: int, task_key: str, work: Callable[[Paths], ShardResult]) -> ShardResult:
+    """Run `work` with shard `shard_no`'s pack open, then note under `task_key` which keys its
+    result uses (garbage collection keeps them while a kept run names the task)."""
+    with Store.open(paths.store_root, paths.shards, shard_no) as store:
+        result = work(replace(paths, pack=store))
+        store.record_uses(task_key, (r.key for r in result.refs))
+    result.task_key = task_key
+    return result
 
 
 def step_for(spec: StepSpec) -> Step:
@@ -311,8 +335,8 @@ def apply_shard(
 
 
 def status_of(store: Store, key: str) -> str:
-    """The status of a stored document (cheap enough: records are small and compressed)."""
-    return store.get("docs", key)["status"]
+    """The status of a stored document (a column beside it: the document stays compressed)."""
+    return store.status(key)
 
 
 @dataclass
@@ -479,9 +503,10 @@ def finish_publish(
         done = sink.finish(info, out_dir, run)
         files, changes = done.files, done.changes
     elif isinstance(sink, SinkStep):
-        store = paths.store
-        everything = heapq.merge(*(current[n]["refs"] for n in shards))
-        done = sink.publish(reported((store.get_doc(doc_key) for _, doc_key in everything), report), out_dir, run)
+        everything = heapq.merge(*(located(n, current[n]["refs"]) for n in shards))
+        with Packs(paths.store_root, count) as packs:
+            docs = (packs.get_doc(n, doc_key) for _, n, doc_key in everything)
+            done = sink.publish(reported(docs, report), out_dir, run)
         files, changes = done.files, done.changes
     if scratch.is_dir():  # work the shards left for this finish: done, or stale
         for path in scratch.iterdir():
@@ -492,6 +517,12 @@ def finish_publish(
     record = {"key": key, "files": file_stats(out_dir, files), "stats": asdict(stats), "stores": sorted(changes)}
     write_atomic(finished_path, json.dumps(record, indent=1).encode())
     return PublishOutcome(outputs(shard_files + files), stats, changes)
+
+
+def located(shard_no: int, refs: list[list[str]]) -> Iterator[tuple[str, int, str]]:
+    """A shard's `[id, key]` pairs as `(id, shard, key)`: merged over shards, each names its pack."""
+    for doc_id, doc_key in refs:
+        yield doc_id, shard_no, doc_key
 
 
 def read_state(path: Path) -> dict[str, Any] | None:
