@@ -1,6 +1,7 @@
-"""Which task runner, and how many workers, on this machine: threads against Dask processes.
+"""Which task runner, and how many workers, on this machine: worker processes (Prefect's process
+pool), a local Dask cluster and threads.
 
-    python -m bench.runners --corpus ../shared/corpora/bbc [--configs threads:1,threads:2,threads:4,dask:2]
+    python -m bench.runners --corpus ../shared/corpora/bbc [--configs processes:2,dask:2,threads:2]
 
 In one invocation: the plain one-process script (`bench.baseline`) as the yardstick, then for each
 `runner:workers` a cold run (empty output folder) and a warm run (the same corpus again) of
@@ -19,17 +20,18 @@ from typing import Any
 from bench.common import DEFAULT_RESULTS, markdown_table, write_results
 from bench.measure import bench_env
 from bench.speed import baseline_run, say, textmill_run
+from textmill.flows.runners import RUNNERS
 
-DEFAULT_CONFIGS = "threads:1,threads:2,threads:4,dask:2"
+DEFAULT_CONFIGS = "processes:2,dask:2,threads:2"
 
 
 def parse_configs(text: str) -> list[tuple[str, int]]:
-    """`threads:2,dask:2` -> [("threads", 2), ("dask", 2)]."""
+    """`processes:2,dask:2` -> [("processes", 2), ("dask", 2)]."""
     configs = []
     for item in filter(None, (part.strip() for part in text.split(","))):
         runner, _, workers = item.partition(":")
-        if runner not in ("threads", "dask") or not workers.isdigit() or int(workers) < 1:
-            raise SystemExit(f"--configs: {item!r} is not RUNNER:WORKERS with RUNNER threads or dask")
+        if runner not in RUNNERS or not workers.isdigit() or int(workers) < 1:
+            raise SystemExit(f"--configs: {item!r} is not RUNNER:WORKERS with RUNNER one of {', '.join(RUNNERS)}")
         configs.append((runner, int(workers)))
     return configs
 

@@ -6,18 +6,25 @@ import traceback
 from pathlib import Path
 from typing import Any, NoReturn, Optional
 
-import typer
-from rich.console import Console
-from rich.markup import escape
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-from rich.table import Table
+from textmill.flows.interrupt import ignore_interrupt_in_cli_worker
 
-from textmill.flows.logs import terminal_logging_env
-from textmill.tasks.base import ConfigError
+ignore_interrupt_in_cli_worker()  # first: a worker process imports this module as it starts
+
+import typer  # noqa: E402
+from rich.console import Console  # noqa: E402
+from rich.markup import escape  # noqa: E402
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn  # noqa: E402
+from rich.table import Table  # noqa: E402
+
+from textmill.flows.logs import terminal_logging_env  # noqa: E402
+from textmill.tasks.base import ConfigError  # noqa: E402
 
 CONFIG_OPTION = typer.Option(None, "--config", help="Pipeline config.", show_default="config/pipeline.toml")
 RUNNER_OPTION = typer.Option(
-    None, "--runner", help="threads (one process) or dask (worker processes).", show_default="[run] runner"
+    None,
+    "--runner",
+    help="processes (a worker process per core), threads (one process) or dask (Dask worker processes).",
+    show_default="[run] runner",
 )
 DASK_ADDRESS_OPTION = typer.Option(
     None, "--dask-address", metavar="tcp://HOST:PORT", help="Run on an existing Dask cluster (implies --runner dask)."
@@ -26,7 +33,7 @@ WORKERS_OPTION = typer.Option(
     None,
     "--workers",
     min=1,
-    help="Shard tasks at once: threads, or local Dask worker processes.",
+    help="Shard tasks at once: worker processes, threads, or local Dask worker processes.",
     show_default="[run] workers",
 )
 

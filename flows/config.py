@@ -50,11 +50,13 @@ class RunSection(Section):
     shard_size: int = Field(500, gt=0, description="Target documents per shard task.")
     workers: int | None = Field(
         None, gt=0,
-        description="Shard tasks run at once: threads (default: cores, at most 4), or Dask worker processes "
-        "of a local cluster (default: cores).",
+        description="Shard tasks run at once: worker processes (processes, or a local Dask cluster; default: "
+        "cores), or threads (default: cores, at most 4).",
     )
-    runner: Literal["threads", "dask"] = Field(
-        "threads", description="threads: one process; dask: worker processes (a local cluster, or dask_address)."
+    runner: Literal["processes", "threads", "dask"] = Field(
+        "processes",
+        description="processes: a worker process per core on this machine; threads: one process; "
+        "dask: Dask worker processes (a local cluster, or dask_address).",
     )
     dask_address: str | None = Field(None, description="Scheduler of an existing Dask cluster, e.g. tcp://10.0.0.5:8786.")
     retries: int = Field(3, ge=0, description="Retries of a task after a transient failure.")

@@ -11,6 +11,10 @@ handler that says so, stops the temporary server, and leaves at once with `os._e
 With a server someone watches (PREFECT_API_URL), the handler first marks the flow run
 Crashed and sends the queued logs, within a few seconds, so the UI does not show it running
 forever.
+
+Worker processes (the process runner's, a local Dask cluster's) share the terminal too; they
+ignore Ctrl-C from their first import on (`ignore_interrupt_in_cli_worker`), since one
+interrupted mid-task would print its traceback over the terminal, and the handler kills them.
 """
 from __future__ import annotations
 
@@ -28,6 +32,7 @@ EXIT_CODE = 130
 DEADLINE_SECONDS = 4.0
 REPORT_SECONDS = 2.0
 DISPLAY_SECONDS = 1.0
+CLI_PID_ENV = "TEXTMILL_CLI_PID"
 
 
 def exit_on_interrupt(stop_display: Callable[[], None]) -> None:
@@ -36,6 +41,12 @@ def exit_on_interrupt(stop_display: Callable[[], None]) -> None:
 
     A second Ctrl-C, or anything that takes longer than DEADLINE_SECONDS, exits at once.
     """
+
+    os.environ[CLI_PID_ENV] = str(os.getpid())
+    # multiprocessing's resource tracker outlives a run that leaves with os._exit and removes the
+    # semaphores of its worker pool itself; its warning that it does so is noise on the terminal.
+    warnings = [w for w in os.environ.get("PYTHONWARNINGS", "").split(",") if w]
+    os.environ["PYTHONWARNINGS"] = ",".join([*warnings, "ignore:resource_tracker:UserWarning"])
 
     def handler(signum: int, frame: FrameType | None) -> None:
         signal.signal(signal.SIGINT, lambda *_: os._exit(EXIT_CODE))
@@ -48,6 +59,7 @@ def exit_on_interrupt(stop_display: Callable[[], None]) -> None:
             for stream in (sys.stdout, sys.stderr):
                 stream.flush()
             os.write(2, f"{MESSAGE}\n".encode())
+            stop_worker_processes()
             from textmill.flows.runners import stop_temporary_server
 
             if not stop_temporary_server():
@@ -56,6 +68,21 @@ def exit_on_interrupt(stop_display: Callable[[], None]) -> None:
             os._exit(EXIT_CODE)
 
     signal.signal(signal.SIGINT, handler)
+
+
+def ignore_interrupt_in_cli_worker() -> None:
+    """In a worker process that `textmill run` started (a multiprocessing child of the process
+    that set CLI_PID_ENV), leave Ctrl-C to the parent: it stops the workers itself."""
+    if "--multiprocessing-fork" in sys.orig_argv and os.environ.get(CLI_PID_ENV) == str(os.getppid()):
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+def stop_worker_processes() -> None:
+    """Kill this process's worker processes at once: nothing they hold needs saving."""
+    import multiprocessing
+
+    for child in multiprocessing.active_children():
+        child.kill()
 
 
 def run_briefly(fn: Callable[[], None], seconds: float) -> None:

@@ -25,7 +25,6 @@ from prefect.cache_policies import CacheKeyFnPolicy
 from prefect.context import TaskRunContext
 from prefect.futures import PrefectFuture, as_completed
 from prefect.runtime import flow_run
-from prefect.task_runners import ThreadPoolTaskRunner
 from prefect.tasks import exponential_backoff
 
 from textmill.flows import shard
@@ -44,7 +43,7 @@ from textmill.flows.lock import output_folder_lock
 from textmill.flows.progress import listener, shard_done, shard_progress
 from textmill.flows.report import StageStats, build_manifest, steps_table, summary_markdown, write_manifest
 from textmill.flows.retry import retry_transient
-from textmill.flows.runners import default_workers, tag_steps
+from textmill.flows.runners import DEFAULT_RUNNER, make_task_runner, run_in_process, tag_steps
 from textmill.flows.shard import DocRef, Paths, ShardResult
 from textmill.flows.store import LAYOUT as STORE_LAYOUT
 from textmill.tasks.base import RunInfo
@@ -343,8 +342,8 @@ class Runner:
     ) -> dict[int, ShardResult]:
         """Submit one task per shard, resolve every future, then fail with the first failure.
 
-        Progress: the shard functions report their batches themselves when they run in this
-        process (threads); `shard_done` reports the rest when each task finishes.
+        Progress: the shard functions report their batches themselves (from a worker process
+        through `textmill.flows.progress`); `shard_done` reports the rest when each task finishes.
         """
         progress = listener()
         progress.start(stage, sum(sizes.values()))
@@ -382,7 +381,7 @@ class Runner:
         return results
 
 
-@flow(name="textmill", flow_run_name=run_name, task_runner=ThreadPoolTaskRunner(max_workers=default_workers("threads")))
+@flow(name="textmill", flow_run_name=run_name, task_runner=make_task_runner(DEFAULT_RUNNER))
 def textmill(corpus: str, out: str = "out", config: str | None = None, publish: str | None = None) -> dict[str, Any]:
     """Run the configured pipeline over `corpus`, publishing into `out` (and, when `publish` is a
     PostgreSQL DSN without a password, into that database too); returns the manifest.
@@ -412,6 +411,7 @@ def run_pipeline(cfg: PipelineConfig, paths: Paths, corpus: str) -> dict[str, An
     for src in sources:
         members.setdefault(shard_of(src.id, count), []).append(src)
     shards = sorted(members)
+    run_in_process(len(shards))
     runner.track(len(shards) * (2 + sum({"document": 1, "corpus": 2}.get(s.scope, 0) for s in cfg.steps)))
     logger.info("%s files in %s shards; steps: %s", len(sources), len(shards), ", ".join(s.name for s in cfg.steps))
 

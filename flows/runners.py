@@ -1,44 +1,126 @@
-"""Task runners: Prefect's thread pool on one machine (capped), or Dask worker processes
-(prefect-dask); and which Prefect API a run reports to (`textmill run` starts the temporary
-one itself, so it can stop it on Ctrl-C).
+"""Task runners: worker processes on one machine (the default), Prefect's thread pool, or Dask
+worker processes (prefect-dask); and which Prefect API a run reports to (`textmill run` starts
+the temporary one itself, so it can stop it on Ctrl-C).
 
-On Dask each worker process builds a step once (`textmill.flows.shard.step_for`) and keeps it, so a
-spaCy model loads once per worker, not once per shard.
+Every worker process builds a step once (`textmill.flows.shard.step_for`) and keeps it for the
+run, so a spaCy model loads once per worker, not once per shard.
 """
 from __future__ import annotations
 
+import multiprocessing
 import os
+import threading
 from typing import Any
 
-from prefect.task_runners import ThreadPoolTaskRunner
+from prefect.task_runners import ProcessPoolTaskRunner, ThreadPoolTaskRunner
 
+from textmill.flows import progress
+from textmill.flows.interrupt import ignore_interrupt_in_cli_worker
 from textmill.tasks.base import ConfigError
 
-
+RUNNERS = ("processes", "threads", "dask")
+DEFAULT_RUNNER = "processes"
 MAX_DEFAULT_THREADS = 4
 
 
 def default_workers(kind: str) -> int:
     """Shard tasks at once when the config does not say.
 
-    Threads: the model-bound steps hold the GIL, so threads beyond the first add memory (each
-    holds a shard) but little speed; on BBC 1, 2 and 4 threads ran within 2% of each other
-    (docs/operations.md). Prefect's own default pool is unbounded, hence the cap. Dask: one
-    worker process per core.
+    Processes and Dask: one worker process per core. Threads: the model-bound steps hold the
+    GIL, so threads beyond the first add memory (each holds a shard) but little speed; on BBC 1,
+    2 and 4 threads ran within 2% of each other (docs/operations.md). Prefect's own default pool
+    is unbounded, hence the cap.
     """
     cores = os.cpu_count() or 1
     return min(cores, MAX_DEFAULT_THREADS) if kind == "threads" else cores
 
 
+class ShardProcessRunner(ProcessPoolTaskRunner):
+    """Prefect's process pool, with two additions for shard tasks.
+
+    - Progress: worker processes send the documents each batch finishes back to this process
+      (`textmill.flows.progress.forward_to`), so the terminal's bars move per batch as with
+      threads, not once per finished shard.
+    - A run of one shard per stage (`in_process`) gains nothing from other processes: its tasks
+      run on a thread of this process instead, and no worker process is started (each would
+      import Prefect and load its models again, seconds on a small corpus).
+
+    Worker processes start on the first task sent to them (spawn), inherit the environment
+    (PREFECT_API_URL included, so their task runs report to the run's server) and stay until
+    the flow run ends.
+    """
+
+    def __init__(self, max_workers: int | None = None) -> None:
+        super().__init__(max_workers=max_workers)
+        self.in_process = False
+        self._threads: ThreadPoolTaskRunner | None = None
+        self._progress_queue: Any = None
+        self._progress_thread: threading.Thread | None = None
+
+    def duplicate(self) -> ShardProcessRunner:
+        return type(self)(max_workers=self._max_workers)
+
+    def __enter__(self) -> ShardProcessRunner:
+        progress.new_run()
+        queue = multiprocessing.get_context("spawn").Queue()
+        self._progress_queue = queue
+        self._initializer, self._initargs = start_worker, (queue,)
+        self._progress_thread = threading.Thread(
+            target=progress.receive_forwarded, args=(queue,), name="textmill-progress", daemon=True
+        )
+        self._progress_thread.start()
+        self._threads = ThreadPoolTaskRunner(max_workers=1).__enter__()
+        super().__enter__()
+        return self
+
+    def __exit__(self, exc_type: Any, exc_value: Any, traceback: Any) -> None:
+        try:
+            super().__exit__(exc_type, exc_value, traceback)
+        finally:
+            if self._threads is not None:
+                self._threads.__exit__(exc_type, exc_value, traceback)
+                self._threads = None
+            if self._progress_queue is not None:
+                self._progress_queue.put(None)
+                if self._progress_thread is not None:
+                    self._progress_thread.join(timeout=5)
+                self._progress_queue.close()
+                self._progress_queue = None
+
+    def submit(self, task: Any, parameters: dict[str, Any], wait_for: Any = None, dependencies: Any = None) -> Any:
+        if self.in_process and self._threads is not None:
+            return self._threads.submit(task, parameters, wait_for, dependencies)
+        return super().submit(task, parameters, wait_for, dependencies)
+
+
+def start_worker(queue: Any) -> None:
+    """Runs once in each worker process before its first task: progress goes back to the parent."""
+    ignore_interrupt_in_cli_worker()
+    progress.forward_to(queue)
+
+
+def run_in_process(shards: int) -> None:
+    """Tell the flow run's task runner how many shards each stage has: with one, worker
+    processes would only add their start-up (a no-op for other runners)."""
+    from prefect.context import FlowRunContext
+
+    context = FlowRunContext.get()
+    runner = getattr(context, "task_runner", None)
+    if isinstance(runner, ShardProcessRunner):
+        runner.in_process = shards <= 1
+
+
 def make_task_runner(kind: str, workers: int | None = None, dask_address: str | None = None) -> Any:
-    """The Prefect task runner for `kind` ("threads" or "dask"), `workers` at once (or the default)."""
+    """The Prefect task runner for `kind` (see RUNNERS), `workers` at once (or the default)."""
+    if kind not in RUNNERS:
+        raise ConfigError(f"unknown runner {kind!r}; choose {', '.join(map(repr, RUNNERS))}")
+    if dask_address and kind != "dask":
+        raise ConfigError("a Dask address needs the dask runner (--runner dask)")
     workers = workers or default_workers(kind)
     if kind == "threads":
-        if dask_address:
-            raise ConfigError("a Dask address needs the dask runner (--runner dask)")
         return ThreadPoolTaskRunner(max_workers=workers)
-    if kind != "dask":
-        raise ConfigError(f"unknown runner {kind!r}; choose 'threads' or 'dask'")
+    if kind == "processes":
+        return ShardProcessRunner(max_workers=workers)
     from prefect_dask import DaskTaskRunner
 
     if dask_address:

@@ -12,7 +12,7 @@ from conftest import CONFIG
 
 
 def run_flow(corpus: Path, out: Path, config: Path = CONFIG) -> dict[str, Any]:
-    """Run the flow in-process (thread runner) and return its manifest."""
+    """Run the flow from this process (the default runner) and return its manifest."""
     return textmill(corpus=str(corpus), out=str(out), config=str(config))
 
 

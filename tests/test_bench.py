@@ -107,7 +107,7 @@ def test_agreement_reports_each_kind_of_difference(change: Any, mismatch: str, c
 def test_runner_configurations_parse_and_bad_ones_are_refused() -> None:
     from bench.runners import parse_configs
 
-    assert parse_configs("threads:1, dask:2,") == [("threads", 1), ("dask", 2)]
-    for bad in ("processes:2", "threads", "threads:0", "dask:two"):
+    assert parse_configs("threads:1, dask:2,processes:2") == [("threads", 1), ("dask", 2), ("processes", 2)]
+    for bad in ("pool:2", "threads", "threads:0", "dask:two"):
         with pytest.raises(SystemExit, match="is not RUNNER:WORKERS"):
             parse_configs(bad)

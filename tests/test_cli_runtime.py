@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import psutil
 import pytest
 from typer.testing import CliRunner
 
@@ -54,8 +55,9 @@ def test_help_shows_every_default() -> None:
         "run": [
             "Pipeline config. [default: (config/pipeline.toml)]",
             "Output folder (also holds the cache, in .textmill/). [default: out]",
-            "threads (one process) or dask (worker processes). [default: ([run] runner)]",
-            "Shard tasks at once: threads, or local Dask worker processes. [default: ([run] workers)]",
+            "processes (a worker process per core), threads (one process) or dask (Dask worker processes). "
+            "[default: ([run] runner)]",
+            "Shard tasks at once: worker processes, threads, or local Dask worker processes. [default: ([run] workers)]",
         ],
         "serve": [
             "Pipeline config. [default: (config/pipeline.toml)]",
@@ -138,8 +140,10 @@ def test_a_failing_step_prints_one_line_and_the_traceback_only_when_verbose(pref
 def test_ctrl_c_stops_within_5_s_with_one_line_and_the_next_run_resumes(config_copy: Path, tmp_path: Path) -> None:
     corpus = bbc_copy(tmp_path / "bbc300")
     out = tmp_path / "out"
-    # Without entities the resumed run finishes in seconds; the interrupt comes during reading.
+    # Without entities the resumed run finishes in seconds; the interrupt comes during reading,
+    # in worker processes (four shards: the default runner sends them to a process per core).
     set_option(config_copy, "pipeline", 'steps = ["clean", "dedupe", "language", "publish"]')
+    set_option(config_copy, "run", "shard_size = 100")
     # Its own process group, as a terminal runs it: Ctrl-C reaches textmill and every process
     # it started (Prefect's temporary API server among them).
     run = subprocess.Popen(
@@ -150,12 +154,16 @@ def test_ctrl_c_stops_within_5_s_with_one_line_and_the_next_run_resumes(config_c
     while not read_some(out):
         assert run.poll() is None and time.monotonic() < deadline, run.communicate()
         time.sleep(0.05)
+    workers = [child for child in psutil.Process(run.pid).children() if "--multiprocessing-fork" in child.cmdline()]
+    assert workers, "the shards run in worker processes"
     os.killpg(run.pid, signal.SIGINT)
     interrupted = time.monotonic()
     stdout, stderr = run.communicate(timeout=30)
     took = time.monotonic() - interrupted
     assert run.returncode == 130, stderr
     assert took < 5, f"exited {took:.1f} s after Ctrl-C"
+    _, alive = psutil.wait_procs(workers, timeout=5)
+    assert not alive, "worker processes outlived the run"
     lines = stderr.splitlines()
     assert lines[-1] == INTERRUPTED, stderr
     assert len(lines) <= 4 and all(re.match(r"(read|clean|dedupe) ", line) for line in lines[:-1]), stderr

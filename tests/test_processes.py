@@ -1,0 +1,163 @@
+"""The default runner: worker processes on this machine give the same corpus as threads, load
+each step once per process, report their task runs to the run's server and move the bars per batch."""
+from __future__ import annotations
+
+import importlib
+import os
+import re
+import shutil
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from bench.synth import generate
+from conftest import CONFIG, shared_path
+from flowkit import set_option, task_run_states
+from textmill.flows.keys import shard_count
+from textmill.flows.pipeline import textmill
+from textmill.flows.progress import set_listener
+from textmill.flows.runners import ShardProcessRunner, make_task_runner
+
+pytestmark = pytest.mark.slow
+
+SETUP_LOG_STEP = '''
+import os
+
+from pydantic import Field
+
+from textmill.tasks.base import DocumentStep, StepOptions
+
+
+class SetupLogOptions(StepOptions):
+    log: str = Field(..., description="file that gets this process's id on every setup")
+
+
+class SetupLog(DocumentStep):
+    """Passes documents through; notes each process that sets it up, as a model load would be."""
+
+    name = "setuplog"
+    version = "1"
+    Options = SetupLogOptions
+
+    def setup(self):
+        with open(self.options.log, "a") as log:
+            log.write(f"{os.getpid()}\\n")
+
+    def process(self, docs):
+        return [self.stamp(d) for d in docs]
+'''
+
+
+@pytest.fixture
+def setup_log_step(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A throwaway distribution with the `setuplog` step, on sys.path (worker processes inherit it)."""
+    site = tmp_path / "site"
+    dist = site / "textmill_setuplog-0.1.dist-info"
+    dist.mkdir(parents=True)
+    (site / "textmill_setuplog.py").write_text(SETUP_LOG_STEP)
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: textmill-setuplog\nVersion: 0.1\n")
+    (dist / "entry_points.txt").write_text("[textmill.steps]\nsetuplog = textmill_setuplog:SetupLog\n")
+    monkeypatch.syspath_prepend(str(site))
+    importlib.invalidate_caches()
+    return site
+
+
+def config_with(tmp_path: Path, name: str, log: Path, shard_size: int) -> Path:
+    folder = tmp_path / name
+    shutil.copytree(CONFIG.parent, folder, ignore=shutil.ignore_patterns("__pycache__", "__init__.py"))
+    path = folder / "pipeline.toml"
+    path.write_text(
+        path.read_text().replace('steps = ["clean", "dedupe"', 'steps = ["clean", "setuplog", "dedupe"')
+        + f'\n[steps.setuplog]\nlog = "{log}"\n'
+    )
+    set_option(path, "run", f"shard_size = {shard_size}")
+    return path
+
+
+def sorted_lines(path: Path) -> list[str]:
+    return sorted(path.read_text(encoding="utf-8").splitlines())
+
+
+def test_the_default_runner_is_worker_processes() -> None:
+    assert isinstance(textmill.task_runner, ShardProcessRunner)
+    assert textmill.task_runner._max_workers == (os.cpu_count() or 1)
+
+
+def test_worker_processes_give_the_same_corpus_as_threads(
+    prefect_server: None, setup_log_step: Path, tmp_path: Path
+) -> None:
+    """80 generated documents in shards of about 16 over two worker processes: the output is the
+    thread runner's, each process sets each step up once, and every task run reaches the server."""
+    corpus = tmp_path / "corpus"
+    planted = generate(shared_path("corpora", "bbc"), corpus, 80, seed=301, exact_rate=0.1, near_rate=0.1)
+    log = tmp_path / "setups.log"
+    config = str(config_with(tmp_path, "config", log, 16))
+    threads = textmill.with_options(task_runner=make_task_runner("threads", 2))(
+        corpus=str(corpus), out=str(tmp_path / "threads"), config=config
+    )
+    threads_setups = Counter(log.read_text().split())
+    log.unlink()
+    processes = textmill.with_options(task_runner=make_task_runner("processes", 2))(
+        corpus=str(corpus), out=str(tmp_path / "processes"), config=config
+    )
+
+    assert processes["counts"] == threads["counts"]
+    assert processes["counts"]["duplicate"] >= planted.exact
+    assert sorted_lines(tmp_path / "processes" / "documents.jsonl") == sorted_lines(tmp_path / "threads" / "documents.jsonl")
+    assert threads_setups == {str(os.getpid()): 1}
+    setups = Counter(log.read_text().split())
+    assert str(os.getpid()) not in setups, "the shards ran in worker processes"
+    assert 1 <= len(setups) <= 2 and set(setups.values()) == {1}, f"one setup per worker process: {setups}"
+
+    shards = shard_count(80, 16)
+    per_shard = ("read", "clean", "setuplog", "language", "entities")
+    states = task_run_states(processes["run_id"], expected=shards * len(per_shard), timeout=30)
+    assert set(states.values()) == {"Completed"}, states
+    for stage in per_shard:
+        assert {name for name in states if re.fullmatch(rf"{stage}-\d+", name)} == {f"{stage}-{n}" for n in range(shards)}
+
+
+class Recorder:
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, str, Any]] = []
+
+    def start(self, stage: str, total: int | None) -> None:
+        self.calls.append(("start", stage, total))
+
+    def advance(self, stage: str, done: int) -> None:
+        self.calls.append(("advance", stage, done))
+
+    def finish(self, stage: str, failed: bool = False) -> None:
+        self.calls.append(("finish", stage, failed))
+
+    def advances(self, stage: str) -> list[int]:
+        return [value for kind, name, value in self.calls if name == stage and kind == "advance"]
+
+
+def test_progress_moves_per_batch_from_worker_processes(prefect_server: None, tmp_path: Path) -> None:
+    """Two shards of about 150 documents: a worker reports each batch of 64 as it finishes."""
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    for n in range(300):
+        (corpus / f"{n:03}.txt").write_text(f"Report number {n} from the city council. " * (1 + n % 7) + f"Item {n * 7919}.\n")
+    config = tmp_path / "pipeline.toml"
+    shutil.copy(CONFIG, config)
+    (tmp_path / "boilerplate.toml").write_bytes((CONFIG.parent / "boilerplate.toml").read_bytes())
+    set_option(config, "pipeline", 'steps = ["clean", "dedupe", "publish"]')
+    set_option(config, "run", "shard_size = 150")
+    set_option(config, "steps.publish", 'formats = ["jsonl"]')
+    recorder = Recorder()
+    set_listener(recorder)
+    try:
+        manifest = textmill.with_options(task_runner=make_task_runner("processes", 2))(
+            corpus=str(corpus), out=str(tmp_path / "out"), config=str(config)
+        )
+    finally:
+        set_listener(None)
+    assert manifest["documents"] == 300
+    for stage in ("read", "clean", "dedupe", "dedupe:apply"):
+        assert sum(recorder.advances(stage)) == 300, stage
+    assert 64 in recorder.advances("clean"), f"no batch reported before its shard finished: {recorder.advances('clean')}"
+    assert len(recorder.advances("read")) > 2, "files are reported as they are read"
