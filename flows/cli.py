@@ -117,11 +117,18 @@ def run(
     # Prefect's default of 20 s is too short for its temporary server on a busy 2-core machine.
     os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "90")
     terminal_logging_env(verbose)
-    from textmill.flows.config import publish_to_postgres
+    progress = RichProgress()
     from textmill.flows.interrupt import exit_on_interrupt
+
+    exit_on_interrupt(progress.progress.stop)
+    # First, before Prefect is imported: the temporary server boots while this process imports
+    # Prefect and the steps and checks the config (docs/operations.md, "Where an ad hoc run's time goes").
+    from textmill.flows.apiserver import start_temporary_server
+
+    server = start_temporary_server()
+    from textmill.flows.config import publish_to_postgres
     from textmill.flows.pipeline import failed_in, textmill
     from textmill.flows.progress import set_listener
-    from textmill.flows.runners import ensure_api_server
 
     cfg = checked_config(config, corpus, out)
     if publish:
@@ -132,13 +139,11 @@ def run(
             fail(str(exc), code=2)
     check_database(cfg, publish)
     _, task_runner = chosen_task_runner(cfg, runner, dask_address, workers)
-    progress = RichProgress()
-
-    exit_on_interrupt(progress.progress.stop)
-    try:
-        ensure_api_server()
-    except Exception as exc:  # noqa: BLE001 - one line for the user, the traceback with --verbose
-        fail(one_line(exc), trace=exc if verbose else None)
+    if server is not None:
+        try:
+            server.wait_until_ready()
+        except Exception as exc:  # noqa: BLE001 - one line for the user, the traceback with --verbose
+            fail(one_line(exc), trace=exc if verbose else None)
     flow = textmill.with_options(task_runner=task_runner)
     error: str | None = None
     try:

@@ -60,7 +60,7 @@ def exit_on_interrupt(stop_display: Callable[[], None]) -> None:
                 stream.flush()
             os.write(2, f"{MESSAGE}\n".encode())
             stop_worker_processes()
-            from textmill.flows.runners import stop_temporary_server
+            from textmill.flows.apiserver import stop_temporary_server
 
             if not stop_temporary_server():
                 report_crash()

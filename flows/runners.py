@@ -1,6 +1,5 @@
 """Task runners: worker processes on one machine (the default), Prefect's thread pool, or Dask
-worker processes (prefect-dask); and which Prefect API a run reports to (`textmill run` starts
-the temporary one itself, so it can stop it on Ctrl-C).
+worker processes (prefect-dask); and whether the run reports to a server someone watches.
 
 Every worker process builds a step once (`textmill.flows.shard.step_for`) and keeps it for the
 run, so a spaCy model loads once per worker, not once per shard.
@@ -15,6 +14,7 @@ from typing import Any
 from prefect.task_runners import ProcessPoolTaskRunner, ThreadPoolTaskRunner
 
 from textmill.flows import progress
+from textmill.flows.apiserver import temporary_api_url
 from textmill.flows.interrupt import ignore_interrupt_in_cli_worker
 from textmill.tasks.base import ConfigError
 
@@ -130,18 +130,16 @@ def make_task_runner(kind: str, workers: int | None = None, dask_address: str | 
     )
 
 
-_temporary_api_url: str | None = None
 STEP_TAGS_ENV = "TEXTMILL_STEP_TAGS"
-_temporary_server: Any | None = None
 
 
 def watched_server() -> bool:
-    """Whether runs report to a Prefect server someone can watch: one named by PREFECT_API_URL,
-    not the temporary server of an ad hoc run, which disappears with it."""
+    """Whether runs report to a Prefect server someone can watch: a configured one, not the
+    temporary server of an ad hoc run (`textmill.flows.apiserver`), which disappears with it."""
     from prefect.settings import PREFECT_API_URL
 
     url = os.environ.get("PREFECT_API_URL") or PREFECT_API_URL.value()
-    return bool(url) and url != _temporary_api_url
+    return bool(url) and url != temporary_api_url()
 
 
 def tag_steps() -> bool:
@@ -155,36 +153,6 @@ def tag_steps() -> bool:
     if setting not in ("on", "off", "auto"):
         raise ConfigError(f"{STEP_TAGS_ENV}={setting!r}: use on, off or auto")
     return setting == "on" or (setting == "auto" and watched_server())
-
-
-def ensure_api_server() -> Any | None:
-    """Start Prefect's temporary API server unless PREFECT_API_URL names one, and export its URL.
-
-    Dask worker processes start after this and inherit the URL, so their task runs report to
-    the same server as the flow; without it each worker would start a server of its own.
-    """
-    from prefect.settings import PREFECT_API_URL
-
-    if os.environ.get("PREFECT_API_URL") or PREFECT_API_URL.value():
-        return None
-    from prefect.server.api.server import SubprocessASGIServer
-
-    global _temporary_api_url, _temporary_server
-    server = _temporary_server = SubprocessASGIServer()
-    server.start()
-    os.environ["PREFECT_API_URL"] = _temporary_api_url = server.api_url
-    return server
-
-
-def stop_temporary_server() -> bool:
-    """Ask the temporary API server of `ensure_api_server` to stop, without waiting for it
-    (it shuts down on its own); False when there is none (the run reports to PREFECT_API_URL)."""
-    process = getattr(_temporary_server, "server_process", None)
-    if process is None:
-        return False
-    if process.poll() is None:
-        process.terminate()
-    return True
 
 
 def loaded_steps() -> list[str]:

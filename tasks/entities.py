@@ -17,21 +17,22 @@ the parser cuts at a false sentence boundary. Without senter: 34, four of them a
 from __future__ import annotations
 
 import gzip
+import importlib.util
 import json
 import threading
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
-import spacy
-import spacy.util
 from pydantic import Field, field_validator
-from spacy.language import Language
 
 from textmill.tasks.base import ConfigError, CorpusStep, StepOptions
 from textmill.tasks.canonical import CanonicalIndex, name_key
 from textmill.tasks.document import Document, Entity
+
+if TYPE_CHECKING:  # spaCy itself is imported where a model loads: checking a config needs only meta.json
+    from spacy.language import Language
 
 # Components an NER-only pipeline keeps: NER itself, sentence boundaries, and shared embedding
 # layers (dropped again after loading when NER does not listen to them).
@@ -56,13 +57,20 @@ _MODELS_LOCK = threading.Lock()
 
 
 def ner_model_meta(package: str) -> dict[str, Any]:
-    """The meta.json of `package`, an installed spaCy model with NER (read without loading
-    weights); ConfigError otherwise."""
-    if not spacy.util.is_package(package):
+    """The meta.json of `package`, an installed spaCy model with NER (read without importing
+    spaCy or loading weights); ConfigError otherwise."""
+    try:
+        spec = importlib.util.find_spec(package)
+    except (ImportError, ValueError):
+        spec = None
+    if spec is None:
         raise ConfigError(f"package {package!r} is not installed; install it with `pip install {package}`")
     try:
-        meta = spacy.util.get_model_meta(spacy.util.get_package_path(package))
-    except (OSError, ValueError) as exc:
+        folder = Path(next(iter(spec.submodule_search_locations or ())))
+        meta = json.loads((folder / "meta.json").read_text(encoding="utf-8"))
+        if not isinstance(meta, dict):
+            raise ValueError("meta.json is not an object")
+    except (StopIteration, OSError, ValueError) as exc:
         raise ConfigError(f"{package!r} is not a spaCy model package: {exc}") from None
     if "ner" not in model_components(meta):
         raise ConfigError(f"package {package!r} has no 'ner' component (it has {', '.join(model_components(meta))})")
@@ -75,6 +83,8 @@ def model_components(meta: dict[str, Any]) -> list[str]:
 
 def ner_pipeline(package: str) -> Language:
     """Load `package` with only what its NER needs; ConfigError when it is not installed."""
+    import spacy
+
     components = model_components(ner_model_meta(package))
     keep = NER_COMPONENTS + EMBEDDING_COMPONENTS
     try:
