@@ -32,12 +32,14 @@ class CommandFailed(RuntimeError):
     """A measured command exited non-zero; its captured output tail is in the message."""
 
 
-def measure(label: str, argv: list[str], env: dict[str, str] | None = None, log: Path | None = None) -> Measurement:
-    """Run `argv` to completion; stdout and stderr go to `log` (or are discarded)."""
+def measure(
+    label: str, argv: list[str], env: dict[str, str] | None = None, log: Path | None = None, cwd: Path | None = None
+) -> Measurement:
+    """Run `argv` (in `cwd`) to completion; stdout and stderr go to `log` (or are discarded)."""
     sink = open(log, "ab") if log is not None else subprocess.DEVNULL
     try:
         started = time.perf_counter()
-        proc = subprocess.Popen(argv, stdout=sink, stderr=subprocess.STDOUT, env=env)
+        proc = subprocess.Popen(argv, stdout=sink, stderr=subprocess.STDOUT, env=env, cwd=cwd)
         _, status, usage = os.wait4(proc.pid, 0)
         wall = time.perf_counter() - started
         proc.returncode = os.waitstatus_to_exitcode(status)

@@ -137,9 +137,13 @@ _server: TemporaryServer | None = None
 
 def start_temporary_server() -> TemporaryServer | None:
     """Before Prefect is imported: unless a server is configured, start the temporary one and
-    export its URL (PREFECT_API_URL) for Prefect in this process and every process it starts."""
+    export its URL (PREFECT_API_URL) for Prefect in this process and every process it starts.
+
+    Once Prefect is imported (the CLI called from Python, as in tests) its settings are fixed:
+    nothing starts here, and Prefect uses the server it is configured with or starts its own.
+    """
     global _server
-    if _server is not None or configured_api_url():
+    if _server is not None or "prefect" in sys.modules or configured_api_url():
         return _server
     _server = TemporaryServer().start()
     os.environ[API_URL] = _server.api_url

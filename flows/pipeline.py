@@ -43,7 +43,7 @@ from textmill.flows.lock import output_folder_lock
 from textmill.flows.progress import listener, shard_done, shard_progress
 from textmill.flows.report import StageStats, build_manifest, steps_table, summary_markdown, write_manifest
 from textmill.flows.retry import retry_transient
-from textmill.flows.runners import DEFAULT_RUNNER, make_task_runner, run_in_process, tag_steps
+from textmill.flows.runners import DEFAULT_RUNNER, in_this_process, make_task_runner, run_in_process, tag_steps
 from textmill.flows.shard import DocRef, Paths, ShardResult
 from textmill.flows.store import LAYOUT as STORE_LAYOUT
 from textmill.tasks.base import RunInfo
@@ -324,12 +324,12 @@ class Runner:
 
     @contextmanager
     def phase(self, stage: str, total: int, where: str) -> Iterator[None]:
-        """A one-task stage (an index, publish): its own progress bar of `total` documents, and
-        `where` on its failure."""
+        """A one-task stage (an index, publish): its own progress bar of `total` documents,
+        `where` on its failure, and its task in this process (`in_this_process`)."""
         progress = listener()
         progress.start(stage, total)
         try:
-            with failing_as(where):
+            with failing_as(where), in_this_process():
                 yield
         except Exception:
             progress.finish(stage, failed=True)

@@ -9,8 +9,13 @@ from __future__ import annotations
 import multiprocessing
 import os
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
+from prefect.cache_policies import CacheKeyFnPolicy
 from prefect.task_runners import ProcessPoolTaskRunner, ThreadPoolTaskRunner
 
 from textmill.flows import progress
@@ -36,14 +41,15 @@ def default_workers(kind: str) -> int:
 
 
 class ShardProcessRunner(ProcessPoolTaskRunner):
-    """Prefect's process pool, with two additions for shard tasks.
+    """Prefect's process pool, with additions for shard tasks.
 
     - Progress: worker processes send the documents each batch finishes back to this process
       (`textmill.flows.progress.forward_to`), so the terminal's bars move per batch as with
       threads, not once per finished shard.
-    - A run of one shard per stage (`in_process`) gains nothing from other processes: its tasks
-      run on a thread of this process instead, and no worker process is started (each would
-      import Prefect and load its models again, seconds on a small corpus).
+    - Work that gains nothing from another process runs on threads of this process: every task
+      of a run of one shard per stage (`in_process`), and any task Prefect will serve from its
+      cache (`served_from_cache`). A worker process costs seconds to start (it imports Prefect
+      and textmill and loads its models), more than a small or unchanged corpus takes.
 
     Worker processes start on the first task sent to them (spawn), inherit the environment
     (PREFECT_API_URL included, so their task runs report to the run's server) and stay until
@@ -69,7 +75,7 @@ class ShardProcessRunner(ProcessPoolTaskRunner):
             target=progress.receive_forwarded, args=(queue,), name="textmill-progress", daemon=True
         )
         self._progress_thread.start()
-        self._threads = ThreadPoolTaskRunner(max_workers=1).__enter__()
+        self._threads = ThreadPoolTaskRunner(max_workers=default_workers("threads")).__enter__()
         super().__enter__()
         return self
 
@@ -88,9 +94,23 @@ class ShardProcessRunner(ProcessPoolTaskRunner):
                 self._progress_queue = None
 
     def submit(self, task: Any, parameters: dict[str, Any], wait_for: Any = None, dependencies: Any = None) -> Any:
-        if self.in_process and self._threads is not None:
+        if self._threads is not None and (self.in_process or served_from_cache(task, parameters)):
             return self._threads.submit(task, parameters, wait_for, dependencies)
         return super().submit(task, parameters, wait_for, dependencies)
+
+
+def served_from_cache(task: Any, parameters: dict[str, Any]) -> bool:
+    """Whether Prefect will serve this task run from its cache: the task is keyed by a cache-key
+    function (textmill's shard tasks are: `textmill.flows.pipeline.cache_key`) and a record under
+    that key exists in its result storage folder. False whenever that cannot be told."""
+    policy, storage = getattr(task, "cache_policy", None), getattr(task, "result_storage", None)
+    if not isinstance(policy, CacheKeyFnPolicy) or not isinstance(storage, (str, Path)) or task.refresh_cache:
+        return False
+    try:
+        key = policy.compute_key(SimpleNamespace(task=task), parameters, {})
+    except Exception:  # noqa: BLE001 - a key function that needs a real run context: let the worker decide
+        return False
+    return bool(key) and (Path(storage) / key).is_file()
 
 
 def start_worker(queue: Any) -> None:
@@ -99,15 +119,34 @@ def start_worker(queue: Any) -> None:
     progress.forward_to(queue)
 
 
+def flow_task_runner() -> Any:
+    """The task runner of the flow run this thread is in (None outside a flow run)."""
+    from prefect.context import FlowRunContext
+
+    return getattr(FlowRunContext.get(), "task_runner", None)
+
+
 def run_in_process(shards: int) -> None:
     """Tell the flow run's task runner how many shards each stage has: with one, worker
     processes would only add their start-up (a no-op for other runners)."""
-    from prefect.context import FlowRunContext
-
-    context = FlowRunContext.get()
-    runner = getattr(context, "task_runner", None)
+    runner = flow_task_runner()
     if isinstance(runner, ShardProcessRunner):
         runner.in_process = shards <= 1
+
+
+@contextmanager
+def in_this_process() -> Iterator[None]:
+    """Tasks submitted inside run on threads of the flow's process: for a stage of one task (an
+    index, publish), where another process offers no parallelism, only its start-up."""
+    runner = flow_task_runner()
+    if not isinstance(runner, ShardProcessRunner):
+        yield
+        return
+    before, runner.in_process = runner.in_process, True
+    try:
+        yield
+    finally:
+        runner.in_process = before
 
 
 def make_task_runner(kind: str, workers: int | None = None, dask_address: str | None = None) -> Any:

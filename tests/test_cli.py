@@ -51,9 +51,9 @@ def test_steps_lists_installed_steps_with_options() -> None:
 
 
 def test_unknown_runner_fails_before_any_work(tmp_path: Path) -> None:
-    code, stderr = cli("run", str(SEEDS), "--runner", "processes", "--out", str(tmp_path / "out"))
+    code, stderr = cli("run", str(SEEDS), "--runner", "pool", "--out", str(tmp_path / "out"))
     assert code == 2
-    assert "unknown runner 'processes'" in stderr and "'threads' or 'dask'" in stderr
+    assert "unknown runner 'pool'" in stderr and "choose 'processes', 'threads', 'dask'" in stderr
     assert not (tmp_path / "out").exists()
 
 
