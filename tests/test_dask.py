@@ -11,7 +11,7 @@ import pytest
 
 from bench.synth import generate
 from conftest import REPO, free_port, shared_path, stop
-from flowkit import jsonl_lines, run_flow, set_option
+from flowkit import jsonl_lines, set_option
 from textmill.flows.pipeline import textmill
 from textmill.flows.runners import loaded_steps, make_task_runner
 
@@ -67,7 +67,9 @@ def test_dask_cluster_gives_the_same_corpus_as_threads(dask_cluster: str, config
     corpus = tmp_path / "corpus"
     planted = generate(shared_path("corpora", "bbc"), corpus, 80, seed=300, exact_rate=0.1, near_rate=0.1)
     set_option(config_copy, "run", "shard_size = 16")
-    threads = run_flow(corpus, tmp_path / "threads", config_copy)
+    threads = textmill.with_options(task_runner=make_task_runner("threads", 2))(
+        corpus=str(corpus), out=str(tmp_path / "threads"), config=str(config_copy)
+    )
     flow = textmill.with_options(task_runner=make_task_runner("dask", 2, dask_cluster))
     on_dask = flow(corpus=str(corpus), out=str(tmp_path / "dask"), config=str(config_copy))
 

@@ -3,12 +3,15 @@ each step once per process, report their task runs to the run's server and move 
 from __future__ import annotations
 
 import importlib
+import multiprocessing
 import os
 import re
 import shutil
+import threading
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import pytest
 
@@ -21,6 +24,7 @@ from textmill.flows.progress import set_listener
 from textmill.flows.runners import ShardProcessRunner, make_task_runner
 
 pytestmark = pytest.mark.slow
+T = TypeVar("T")
 
 SETUP_LOG_STEP = '''
 import os
@@ -76,6 +80,24 @@ def config_with(tmp_path: Path, name: str, log: Path, shard_size: int) -> Path:
     return path
 
 
+def with_children_watched(run: Callable[[], T]) -> tuple[T, set[int]]:
+    """`run()`'s result and the ids of the multiprocessing children seen while it ran."""
+    seen: set[int] = set()
+    done = threading.Event()
+
+    def watch() -> None:
+        while not done.wait(0.05):
+            seen.update(child.pid for child in multiprocessing.active_children())
+
+    watcher = threading.Thread(target=watch, daemon=True)
+    watcher.start()
+    try:
+        return run(), seen
+    finally:
+        done.set()
+        watcher.join()
+
+
 def sorted_lines(path: Path) -> list[str]:
     return sorted(path.read_text(encoding="utf-8").splitlines())
 
@@ -110,6 +132,14 @@ def test_worker_processes_give_the_same_corpus_as_threads(
     setups = Counter(log.read_text().split())
     assert str(os.getpid()) not in setups, "the shards ran in worker processes"
     assert 1 <= len(setups) <= 2 and set(setups.values()) == {1}, f"one setup per worker process: {setups}"
+
+    warm, spawned = with_children_watched(
+        lambda: textmill.with_options(task_runner=make_task_runner("processes", 2))(
+            corpus=str(corpus), out=str(tmp_path / "processes"), config=config
+        )
+    )
+    assert warm["counts"] == processes["counts"] and all(s["computed"] == 0 for s in warm["steps"].values())
+    assert not spawned, "a warm run, served from the cache, starts no worker process"
 
     shards = shard_count(80, 16)
     per_shard = ("read", "clean", "setuplog", "language", "entities")
