@@ -286,8 +286,6 @@ def checked_config(config: Path | None, corpus: Path, out: Path) -> Any:
 
 def check_database(cfg: Any, publish: str | None) -> None:
     """Exit 2 when the PostgreSQL server the run would publish to cannot be reached now, before any work."""
-    from textmill.tasks.postgres import connection_problem, describe_target
-
     spec = next((s for s in cfg.steps if s.name == "publish"), None)
     if spec is None:
         return
@@ -295,6 +293,8 @@ def check_database(cfg: Any, publish: str | None) -> None:
     dsn = publish or (options.get("postgres_dsn") if "postgres" in options.get("formats", ()) else None)
     if not dsn:
         return
+    from textmill.tasks.postgres import connection_problem, describe_target  # psycopg: only when publishing there
+
     problem = connection_problem(dsn)
     if problem is not None:
         where = "--publish" if publish else "[steps.publish] postgres_dsn"
