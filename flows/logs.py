@@ -22,7 +22,8 @@ RUN_LOGGERS = ("prefect.flow_runs", "prefect.task_runs")
 
 def terminal_logging_env(verbose: bool) -> None:
     """Before Prefect is imported: unless `verbose`, use `terminal_logging.yml` (but a logging
-    file of the user's own wins), Dask's own logs at WARNING and the temporary server's at CRITICAL. `verbose` also undoes an
+    file of the user's own wins), Dask's own logs at ERROR (its nanny's notice that it killed a
+    worker slow to stop is not the user's to act on) and the temporary server's at CRITICAL. `verbose` also undoes an
     earlier quiet run in the same process, since the setting lives in the environment."""
     if verbose:
         if os.environ.get("PREFECT_LOGGING_SETTINGS_PATH") == str(TERMINAL_LOGGING):
@@ -30,7 +31,7 @@ def terminal_logging_env(verbose: bool) -> None:
             os.environ.pop("PREFECT_SERVER_LOGGING_LEVEL", None)
         return
     os.environ.setdefault("PREFECT_LOGGING_SETTINGS_PATH", str(TERMINAL_LOGGING))
-    os.environ.setdefault("DASK_LOGGING__DISTRIBUTED", "warning")
+    os.environ.setdefault("DASK_LOGGING__DISTRIBUTED", "error")
     # The temporary API server shares the terminal: its own errors (e.g. while Ctrl-C stops it
     # mid-write) are not the user's to act on; a failure that matters reaches the run's client.
     os.environ.setdefault("PREFECT_SERVER_LOGGING_LEVEL", "CRITICAL")

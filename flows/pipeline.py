@@ -487,7 +487,7 @@ def publish_shards(
         {n: len(refs[n]) for n in shards},
     )
     started = time.perf_counter()
-    with failing_as("publish failed"):
+    with failing_as("publish failed"), in_this_process():
         repairs = [publish.submit(paths, sink, n, count, refs[n], run, True, True) for n in shard.unpublished(paths, shards, count)]
         stats = runner.stages["publish"]
         for future in repairs:

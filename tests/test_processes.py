@@ -17,7 +17,7 @@ import pytest
 
 from bench.synth import generate
 from conftest import CONFIG, shared_path
-from flowkit import set_option, task_run_states
+from flowkit import jsonl_lines, set_option, task_run_states
 from textmill.flows.keys import shard_count
 from textmill.flows.pipeline import textmill
 from textmill.flows.progress import set_listener
@@ -98,8 +98,8 @@ def with_children_watched(run: Callable[[], T]) -> tuple[T, set[int]]:
         watcher.join()
 
 
-def sorted_lines(path: Path) -> list[str]:
-    return sorted(path.read_text(encoding="utf-8").splitlines())
+def sorted_lines(out: Path) -> list[str]:
+    return sorted(jsonl_lines(out))
 
 
 def test_the_default_runner_is_worker_processes() -> None:
@@ -127,7 +127,7 @@ def test_worker_processes_give_the_same_corpus_as_threads(
 
     assert processes["counts"] == threads["counts"]
     assert processes["counts"]["duplicate"] >= planted.exact
-    assert sorted_lines(tmp_path / "processes" / "documents.jsonl") == sorted_lines(tmp_path / "threads" / "documents.jsonl")
+    assert sorted_lines(tmp_path / "processes") == sorted_lines(tmp_path / "threads")
     assert threads_setups == {str(os.getpid()): 1}
     setups = Counter(log.read_text().split())
     assert str(os.getpid()) not in setups, "the shards ran in worker processes"
