@@ -443,7 +443,7 @@ def run_pipeline(cfg: PipelineConfig, paths: Paths, corpus: str) -> dict[str, An
     outcome = publish_shards(runner, sink, shards, count, refs, run_info)
     if sink is None:
         runner.stages.pop("publish", None)
-    with failing_as("gc failed"):
+    with failing_as("gc failed"), in_this_process():
         gc = runner.configure(gc_task, "gc", "gc", cached=False)
         write_run_record(paths.state, runner.record)
         gc.submit(paths, cfg.run.keep_runs).result()
