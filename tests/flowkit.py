@@ -63,3 +63,25 @@ def set_option(config: Path, section: str, line: str) -> None:
     section_text, sep, rest = body.partition("\n[")
     kept = [row for row in section_text.splitlines() if row.split("=", 1)[0].strip() != key]
     config.write_text(head + header + "\n".join([line, *kept]) + "\n" + sep + rest)
+
+
+class Recorder:
+    """A progress listener that keeps every call."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, str, Any]] = []
+
+    def start(self, stage: str, total: int | None) -> None:
+        self.calls.append(("start", stage, total))
+
+    def advance(self, stage: str, done: int) -> None:
+        self.calls.append(("advance", stage, done))
+
+    def finish(self, stage: str, failed: bool = False) -> None:
+        self.calls.append(("finish", stage, failed))
+
+    def of(self, stage: str) -> list[tuple[str, Any]]:
+        return [(kind, value) for kind, name, value in self.calls if name == stage]
+
+    def advances(self, stage: str) -> list[int]:
+        return [value for kind, value in self.of(stage) if kind == "advance"]

@@ -21,7 +21,7 @@ import pytest
 from typer.testing import CliRunner
 
 from conftest import CONFIG, REPO, SEEDS, shared_path
-from flowkit import run_flow, set_option
+from flowkit import Recorder, run_flow, set_option
 from textmill.flows.cli import app
 from textmill.flows.progress import set_listener
 
@@ -177,25 +177,6 @@ def test_ctrl_c_stops_within_5_s_with_one_line_and_the_next_run_resumes(config_c
 
 
 # --- progress, summary and the updated count ----------------------------------------------------
-
-
-class Recorder:
-    """A progress listener that keeps every call."""
-
-    def __init__(self) -> None:
-        self.calls: list[tuple[str, str, Any]] = []
-
-    def start(self, stage: str, total: int | None) -> None:
-        self.calls.append(("start", stage, total))
-
-    def advance(self, stage: str, done: int) -> None:
-        self.calls.append(("advance", stage, done))
-
-    def finish(self, stage: str, failed: bool = False) -> None:
-        self.calls.append(("finish", stage, failed))
-
-    def of(self, stage: str) -> list[tuple[str, Any]]:
-        return [(kind, value) for kind, name, value in self.calls if name == stage]
 
 
 @pytest.mark.slow

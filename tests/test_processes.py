@@ -11,13 +11,13 @@ import threading
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TypeVar
 
 import pytest
 
 from bench.synth import generate
 from conftest import CONFIG, shared_path
-from flowkit import jsonl_lines, set_option, task_run_states
+from flowkit import Recorder, jsonl_lines, set_option, task_run_states
 from textmill.flows.keys import shard_count
 from textmill.flows.pipeline import textmill
 from textmill.flows.progress import set_listener
@@ -147,23 +147,6 @@ def test_worker_processes_give_the_same_corpus_as_threads(
     assert set(states.values()) == {"Completed"}, states
     for stage in per_shard:
         assert {name for name in states if re.fullmatch(rf"{stage}-\d+", name)} == {f"{stage}-{n}" for n in range(shards)}
-
-
-class Recorder:
-    def __init__(self) -> None:
-        self.calls: list[tuple[str, str, Any]] = []
-
-    def start(self, stage: str, total: int | None) -> None:
-        self.calls.append(("start", stage, total))
-
-    def advance(self, stage: str, done: int) -> None:
-        self.calls.append(("advance", stage, done))
-
-    def finish(self, stage: str, failed: bool = False) -> None:
-        self.calls.append(("finish", stage, failed))
-
-    def advances(self, stage: str) -> list[int]:
-        return [value for kind, name, value in self.calls if name == stage and kind == "advance"]
 
 
 def test_progress_moves_per_batch_from_worker_processes(prefect_server: None, tmp_path: Path) -> None:
