@@ -85,3 +85,14 @@ class Recorder:
 
     def advances(self, stage: str) -> list[int]:
         return [value for kind, value in self.of(stage) if kind == "advance"]
+
+
+def write_plugin(site: Path, module: str, source: str, entry_points: str) -> None:
+    """A throwaway distribution `module` (dist name with dashes) under `site`: the module's
+    `source` and its `[textmill.steps]` `entry_points` lines, found like an installed plugin."""
+    name = module.replace("_", "-")
+    dist = site / f"{module}-0.1.dist-info"
+    dist.mkdir(parents=True)
+    (site / f"{module}.py").write_text(source)
+    (dist / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {name}\nVersion: 0.1\n")
+    (dist / "entry_points.txt").write_text(f"[textmill.steps]\n{entry_points}\n")

@@ -21,7 +21,7 @@ import pytest
 from typer.testing import CliRunner
 
 from conftest import CONFIG, REPO, SEEDS, shared_path
-from flowkit import Recorder, run_flow, set_option
+from flowkit import Recorder, run_flow, set_option, write_plugin
 from textmill.flows.cli import app
 from textmill.flows.progress import set_listener
 
@@ -95,11 +95,7 @@ def failing_setup(tmp_path: Path) -> tuple[Path, dict[str, str]]:
     """A config with a `wordcount` step that always raises, and an environment that installs it
     (a throwaway distribution on PYTHONPATH, found through its entry point)."""
     site = tmp_path / "site"
-    dist = site / "textmill_failing-0.1.dist-info"
-    dist.mkdir(parents=True)
-    (site / "textmill_failing.py").write_text(PLUGIN)
-    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: textmill-failing\nVersion: 0.1\n")
-    (dist / "entry_points.txt").write_text("[textmill.steps]\nwordcount = textmill_failing:FailingStep\n")
+    write_plugin(site, "textmill_failing", PLUGIN, "wordcount = textmill_failing:FailingStep")
     folder = tmp_path / "config"
     shutil.copytree(CONFIG.parent, folder, ignore=shutil.ignore_patterns("__pycache__", "__init__.py"))
     config = folder / "pipeline.toml"

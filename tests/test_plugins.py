@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from conftest import CONFIG, SEEDS
-from flowkit import computed, records, run_flow
+from flowkit import computed, records, run_flow, write_plugin
 from textmill.flows.config import load_config
 from textmill.tasks.base import ConfigError
 from textmill.tasks.registry import load_registry
@@ -43,12 +43,7 @@ class WordCounter(DocumentStep):
 def plugin(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """A throwaway distribution, `textmill-wordcount`, installed by putting it on sys.path."""
     site = tmp_path / "site"
-    site.mkdir()
-    (site / "textmill_wordcount.py").write_text(PLUGIN)
-    dist = site / "textmill_wordcount-0.1.dist-info"
-    dist.mkdir()
-    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: textmill-wordcount\nVersion: 0.1\n")
-    (dist / "entry_points.txt").write_text("[textmill.steps]\nwordcount = textmill_wordcount:WordCounter\n")
+    write_plugin(site, "textmill_wordcount", PLUGIN, "wordcount = textmill_wordcount:WordCounter")
     monkeypatch.syspath_prepend(str(site))
     importlib.invalidate_caches()
     return site
@@ -143,12 +138,7 @@ def test_a_sink_that_publishes_the_whole_corpus_at_once_still_works(
     prefect_server: None, seeds_copy: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     site = tmp_path / "site"
-    site.mkdir()
-    (site / "textmill_idlist.py").write_text(SINK_PLUGIN)
-    dist = site / "textmill_idlist-0.1.dist-info"
-    dist.mkdir()
-    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: textmill-idlist\nVersion: 0.1\n")
-    (dist / "entry_points.txt").write_text("[textmill.steps]\nidlist = textmill_idlist:IdList\n")
+    write_plugin(site, "textmill_idlist", SINK_PLUGIN, "idlist = textmill_idlist:IdList")
     monkeypatch.syspath_prepend(str(site))
     importlib.invalidate_caches()
     config = tmp_path / "pipeline.toml"

@@ -17,7 +17,7 @@ import pytest
 
 from bench.synth import generate
 from conftest import CONFIG, shared_path
-from flowkit import Recorder, jsonl_lines, set_option, task_run_states
+from flowkit import Recorder, jsonl_lines, set_option, task_run_states, write_plugin
 from textmill.flows.keys import shard_count
 from textmill.flows.pipeline import textmill
 from textmill.flows.progress import set_listener
@@ -58,11 +58,7 @@ class SetupLog(DocumentStep):
 def setup_log_step(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """A throwaway distribution with the `setuplog` step, on sys.path (worker processes inherit it)."""
     site = tmp_path / "site"
-    dist = site / "textmill_setuplog-0.1.dist-info"
-    dist.mkdir(parents=True)
-    (site / "textmill_setuplog.py").write_text(SETUP_LOG_STEP)
-    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: textmill-setuplog\nVersion: 0.1\n")
-    (dist / "entry_points.txt").write_text("[textmill.steps]\nsetuplog = textmill_setuplog:SetupLog\n")
+    write_plugin(site, "textmill_setuplog", SETUP_LOG_STEP, "setuplog = textmill_setuplog:SetupLog")
     monkeypatch.syspath_prepend(str(site))
     importlib.invalidate_caches()
     return site
