@@ -31,7 +31,6 @@ from typing import Any
 
 from bench.common import DEFAULT_RESULTS, markdown_table, write_results
 from bench.synth import generate
-from textmill.flows.keys import shard_count, shard_of
 
 SHARD_SIZE = 500
 
@@ -68,10 +67,7 @@ def child(command: list[str]) -> dict[str, Any]:
 
 def measure(root: Path, planted: dict[str, str] | None, work: Path, partitions: int) -> dict[str, Any]:
     ids = sorted(str(p.relative_to(root)) for p in root.rglob("*.txt"))
-    shards = shard_count(len(ids), SHARD_SIZE)
-    members: dict[int, list[str]] = {}
-    for doc_id in ids:
-        members.setdefault(shard_of(doc_id, shards), []).append(doc_id)
+    members = {n: ids[start : start + SHARD_SIZE] for n, start in enumerate(range(0, len(ids), SHARD_SIZE))}  # as a first run assigns them
     count = min(partitions, len(members))
     started = time.perf_counter()
     jobs = [(root, members[s], work / "bundles" / f"shard-{s}", count) for s in sorted(members)]

@@ -47,7 +47,15 @@ class InputSection(Section):
 
 
 class RunSection(Section):
-    shard_size: int = Field(500, gt=0, description="Target documents per shard task.")
+    shard_size: int = Field(
+        500, gt=0,
+        description="Files per new shard (one task per step); a file keeps its shard, new files fill new shards.",
+    )
+    max_shards: int = Field(
+        64, gt=0,
+        description="Shards a corpus is spread over before new shards grow past shard_size: each shard task "
+        "costs Prefect a few milliseconds even when Cached, so a large corpus gets larger shards.",
+    )
     workers: int | None = Field(
         None, gt=0,
         description="Shard tasks run at once: worker processes (processes, or a local Dask cluster; default: "

@@ -10,8 +10,8 @@ order that never leaves a cached task result pointing at something gone:
    instead of returning references to removed rows or files;
 2. files produced by runs no longer kept, unless a kept run produced them too;
 3. in each pack, uses of tasks no kept run names and every record no remaining use names;
-   packs no kept run names at all (a shard level the corpus left behind), whole; and the
-   file-per-record folders of the store's earlier layout;
+   packs no kept run names at all (a shard the corpus left behind), whole; and the folders
+   of the store's earlier layouts (file per record; packs per shard count);
 4. the records of runs no longer kept.
 
 Files under `.textmill` that no run record ever named (the lock, `published.json`, anything
@@ -28,7 +28,7 @@ from pathlib import Path
 
 from textmill.flows.lock import HOLDER_FILE, LOCK_FILE
 from textmill.flows.report import human_bytes
-from textmill.flows.store import FILE_PER_RECORD_KINDS, Store, connect, levels
+from textmill.flows.store import FILE_PER_RECORD_KINDS, Store, connect, levels, packs_of
 from textmill.tasks.atomic import write_atomic
 
 RUNS = "runs"
@@ -40,12 +40,12 @@ class RunRecord:
     """What one finished run needs kept, by reference only (no per-document data)."""
 
     run_id: str
-    packs: dict[str, list[str]] = field(default_factory=dict)  # "K/n" -> task keys noted in that pack
+    packs: dict[str, list[str]] = field(default_factory=dict)  # shard "n" -> task keys noted in its pack
     results: list[str] = field(default_factory=list)  # cache keys of Prefect result files
     artifacts: list[str] = field(default_factory=list)  # files tasks produced, relative to `.textmill`
 
-    def add_task(self, shards: int, shard: int, key: str) -> None:
-        tasks = self.packs.setdefault(f"{shards}/{shard}", [])
+    def add_task(self, shard: int, key: str) -> None:
+        tasks = self.packs.setdefault(str(shard), [])
         if key not in tasks:
             tasks.append(key)
 
@@ -151,20 +151,20 @@ def collect_garbage(state: Path, keep: int) -> GcReport:
             shutil.rmtree(root / kind)
     for level in levels(root):
         folder = root / str(level)
-        for path in sorted(folder.glob("*.sqlite")):
-            tasks = live_packs.get(f"{level}/{path.stem}")
-            if not tasks:
-                path.unlink()
-                Path(f"{path}-journal").unlink(missing_ok=True)
-                report.packs += 1
-                continue
-            store = Store(connect(path), path, track=False)
-            try:
-                report.records += store.collect(tasks)
-            finally:
-                store.release()
-        if not any(folder.iterdir()):
-            folder.rmdir()
+        report.packs += len(list(folder.glob("*.sqlite")))
+        shutil.rmtree(folder)
+    for path in packs_of(root):
+        tasks = live_packs.get(path.stem)
+        if not tasks:
+            path.unlink()
+            Path(f"{path}-journal").unlink(missing_ok=True)
+            report.packs += 1
+            continue
+        store = Store(connect(path), path, track=False)
+        try:
+            report.records += store.collect(tasks)
+        finally:
+            store.release()
 
     for path in paths[:-keep]:
         path.unlink()

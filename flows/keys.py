@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import zlib
 from collections.abc import Iterable
 from typing import Any
 
@@ -30,14 +29,3 @@ def digest_lines(lines: Iterable[str]) -> str:
         h.update(line.encode())
         h.update(b"\n")
     return h.hexdigest()
-
-
-def shard_of(source_id: str, shards: int) -> int:
-    """The shard a source file belongs to: a new file changes only its own shard."""
-    return zlib.crc32(source_id.encode()) % shards
-
-
-def shard_count(documents: int, shard_size: int) -> int:
-    """A power of two near `documents / shard_size`, so small corpus changes keep shard membership."""
-    wanted = max(1, -(-documents // shard_size))
-    return 1 << (wanted - 1).bit_length()

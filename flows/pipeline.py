@@ -28,6 +28,7 @@ from prefect.runtime import flow_run
 from prefect.tasks import exponential_backoff
 
 from textmill.flows import shard
+from textmill.flows.assign import ShardMap
 from textmill.flows.config import (
     InputSection,
     PipelineConfig,
@@ -38,7 +39,7 @@ from textmill.flows.config import (
     publish_to_postgres,
 )
 from textmill.flows.gc import GcReport, RunRecord, collect_garbage, store_size, write_run_record
-from textmill.flows.keys import digest, digest_lines, shard_count, shard_of
+from textmill.flows.keys import digest, digest_lines
 from textmill.flows.lock import output_folder_lock
 from textmill.flows.progress import listener, shard_done, shard_progress
 from textmill.flows.report import StageStats, build_manifest, steps_table, summary_markdown, write_manifest
@@ -51,8 +52,12 @@ from textmill.tasks.filehashes import FileHashes
 from textmill.tasks.read import DiscoveryReport, SourceFile, discover
 
 
-# Parameters that only shape a task's counts, never its output: not part of its cache key.
-COUNT_ONLY_PARAMETERS = frozenset({"fresh"})
+# Shortest interval between two updates of the run's progress artifact.
+PROGRESS_ARTIFACT_SECONDS = 2.0
+
+# Parameters not part of a task's cache key: `fresh` only shapes a task's counts, and an apply
+# task's `index` is stood for by its `decisions` (`shard.decisions_keys`).
+UNKEYED_PARAMETERS = frozenset({"fresh", "index"})
 
 
 def cache_key(context: TaskRunContext, parameters: dict[str, Any]) -> str:
@@ -63,7 +68,7 @@ def cache_key(context: TaskRunContext, parameters: dict[str, Any]) -> str:
     """
     parts = [context.task.name, STORE_LAYOUT]
     for name in sorted(parameters):
-        if name in COUNT_ONLY_PARAMETERS:
+        if name in UNKEYED_PARAMETERS:
             continue
         value = parameters[name]
         if isinstance(value, list) and value and isinstance(value[0], DocRef):
@@ -83,8 +88,7 @@ def publish_cache_key(context: TaskRunContext, parameters: dict[str, Any]) -> st
     if parameters["repair"]:
         return None
     token = shard.publish_cache_token(
-        parameters["paths"], parameters["step"], parameters["shard_no"], parameters["count"], parameters["refs"],
-        parameters["force"],
+        parameters["paths"], parameters["step"], parameters["shard_no"], parameters["refs"], parameters["force"]
     )
     return None if token is None else digest([context.task.name, token])
 
@@ -166,9 +170,17 @@ def index_task(paths: Paths, step: StepSpec, partials: list[str]) -> str:
 
 @task(name="apply")
 def apply_task(
-    paths: Paths, step: StepSpec, shard_no: int, refs: list[DocRef], bundle: str, index: str, fresh: list[str]
+    paths: Paths,
+    step: StepSpec,
+    shard_no: int,
+    refs: list[DocRef],
+    bundle: str,
+    index: str,
+    decisions: str,
+    fresh: list[str],
 ) -> ShardResult:
-    """Apply a corpus-scope step's index to one shard (`fresh`: ids summarized this run, for the counts)."""
+    """Apply a corpus-scope step's index to one shard (`decisions`: the key of its decisions for
+    this shard; `fresh`: ids summarized this run, for the counts)."""
     report = shard_progress(f"{step.name}:apply", shard_no)
     return shard.in_pack(
         paths, shard_no, current_task_key(), lambda p: shard.apply_shard(p, step, refs, bundle, index, fresh, report)
@@ -180,7 +192,6 @@ def publish_shard_task(
     paths: Paths,
     step: StepSpec | None,
     shard_no: int,
-    count: int,
     refs: list[DocRef],
     run: RunInfo,
     force: bool,
@@ -191,7 +202,7 @@ def publish_shard_task(
     report = shard_progress("publish", shard_no)
     result = shard.in_pack(
         paths, shard_no, current_task_key(),
-        lambda p: shard.publish_shard(p, step, shard_no, count, refs, run, force or repair, report),
+        lambda p: shard.publish_shard(p, step, shard_no, refs, run, force or repair, report),
     )
     get_run_logger().info(
         "publish-%s: %s", shard_no, f"{result.computed} documents written" if result.computed else "unchanged"
@@ -200,9 +211,9 @@ def publish_shard_task(
 
 
 @task(name="publish")
-def finish_publish_task(paths: Paths, step: StepSpec | None, shards: list[int], count: int, run: RunInfo) -> shard.PublishOutcome:
+def finish_publish_task(paths: Paths, step: StepSpec | None, shards: list[int], run: RunInfo) -> shard.PublishOutcome:
     """After every shard: shared stores, outputs of removed shards, statistics."""
-    outcome = shard.finish_publish(paths, step, shards, count, run)
+    outcome = shard.finish_publish(paths, step, shards, run)
     logger = get_run_logger()
     logger.info("publish: %s", ", ".join(outcome.files) or "no files")
     for store, counts in (outcome.changes or {}).items():
@@ -272,6 +283,7 @@ class Runner:
     progress_artifact: UUID | None = None
     expected_tasks: int = 0
     finished_tasks: int = 0
+    progress_shown_at: float = 0.0
 
     def track(self, expected_tasks: int) -> None:
         """Create the run's progress artifact: the share of its shard tasks that have finished."""
@@ -289,9 +301,17 @@ class Runner:
             self.record.add_artifact(self.paths.state, produced)
 
     def task_finished(self, stage: str) -> None:
+        """Count a finished shard task; the artifact is updated at most every
+        `PROGRESS_ARTIFACT_SECONDS` (each update is an API call: per task, they were most of a
+        warm run's time) and when the last expected task finishes."""
         self.finished_tasks += 1
-        if self.progress_artifact is not None and self.expected_tasks:
-            update_progress_artifact(
+        if self.progress_artifact is None or not self.expected_tasks:
+            return
+        now = time.monotonic()
+        if self.finished_tasks < self.expected_tasks and now - self.progress_shown_at < PROGRESS_ARTIFACT_SECONDS:
+            return
+        self.progress_shown_at = now
+        update_progress_artifact(
                 self.progress_artifact,
                 progress=min(100.0, 100.0 * self.finished_tasks / self.expected_tasks),
                 description=f"{self.finished_tasks} of {self.expected_tasks} shard tasks finished (last: {stage})",
@@ -363,7 +383,7 @@ class Runner:
             if future.state.name == "Cached":
                 result = replace(result, computed=0, updated=0, cached=result.computed + result.cached, fresh=[])
             if result.task_key:
-                self.record.add_task(self.paths.shards, n, result.task_key)
+                self.record.add_task(n, result.task_key)
             self.remember(future, result.bundle)
             results[n] = result
             shard_done(stage, n, sizes[n])
@@ -404,13 +424,11 @@ def run_pipeline(cfg: PipelineConfig, paths: Paths, corpus: str) -> dict[str, An
 
     with failing_as("discover failed"):
         sources, discovery = discover_sources(paths.corpus, paths.out)
-    count = shard_count(len(sources), cfg.run.shard_size)
-    paths = replace(paths, shards=count)
+    shard_map = ShardMap.load(paths.shard_map)
+    members = shard_map.assign(sources, cfg.run.shard_size, cfg.run.max_shards)
+    shard_map.save(paths.shard_map)
     runner = Runner(paths, cfg.run, {}, RunRecord(run_id=str(flow_run.id)), tag_steps=tag_steps())
-    members: dict[int, list[SourceFile]] = {}
-    for src in sources:
-        members.setdefault(shard_of(src.id, count), []).append(src)
-    shards = sorted(members)
+    shards = list(members)
     run_in_process(len(shards))
     runner.track(len(shards) * (2 + sum({"document": 1, "corpus": 2}.get(s.scope, 0) for s in cfg.steps)))
     logger.info("%s files in %s shards; steps: %s", len(sources), len(shards), ", ".join(s.name for s in cfg.steps))
@@ -440,7 +458,7 @@ def run_pipeline(cfg: PipelineConfig, paths: Paths, corpus: str) -> dict[str, An
         logger.info("%s: %s computed, %s cached, %s skipped", step.name, totals.computed, totals.cached, totals.skipped)
 
     run_info = RunInfo(run_id=str(flow_run.id), run_name=flow_run.name or run_name(), config_digest=cfg.digest)
-    outcome = publish_shards(runner, sink, shards, count, refs, run_info)
+    outcome = publish_shards(runner, sink, shards, refs, run_info)
     if sink is None:
         runner.stages.pop("publish", None)
     with failing_as("gc failed"), in_this_process():
@@ -472,7 +490,7 @@ def run_pipeline(cfg: PipelineConfig, paths: Paths, corpus: str) -> dict[str, An
 
 
 def publish_shards(
-    runner: Runner, sink: StepSpec | None, shards: list[int], count: int, refs: dict[int, list[DocRef]], run: RunInfo
+    runner: Runner, sink: StepSpec | None, shards: list[int], refs: dict[int, list[DocRef]], run: RunInfo
 ) -> shard.PublishOutcome:
     """One publish task per shard, in parallel, then one that finishes the publish; the stage's
     seconds cover both. Every shard is published again when the last finished publish's shared
@@ -482,19 +500,19 @@ def publish_shards(
     publish = runner.configure(publish_shard_task, "publish-{shard_no}", "publish", key=publish_cache_key)
     runner.map_shards(
         "publish",
-        lambda n: publish.submit(paths, sink, n, count, refs[n], run, force),
+        lambda n: publish.submit(paths, sink, n, refs[n], run, force),
         shards,
         {n: len(refs[n]) for n in shards},
     )
     started = time.perf_counter()
     with failing_as("publish failed"), in_this_process():
-        repairs = [publish.submit(paths, sink, n, count, refs[n], run, True, True) for n in shard.unpublished(paths, shards, count)]
+        repairs = [publish.submit(paths, sink, n, refs[n], run, True, True) for n in shard.unpublished(paths, shards)]
         stats = runner.stages["publish"]
         for future in repairs:
             repaired = future.result().computed
             stats.computed, stats.cached = stats.computed + repaired, stats.cached - repaired
         finish = runner.configure(finish_publish_task, "publish", "publish", cached=False)
-        outcome = finish.submit(paths, sink, shards, count, run).result()
+        outcome = finish.submit(paths, sink, shards, run).result()
     runner.stages.setdefault("publish", StageStats()).seconds += time.perf_counter() - started
     return outcome
 
@@ -514,11 +532,12 @@ def run_corpus_step(
     started = time.perf_counter()
     summarized = runner.stages[step.name].computed + runner.stages[step.name].cached
     index_path = build_index(runner, step, sorted(bundles.values()), partitions, summarized)
+    decisions = shard.decisions_keys(step, index_path, {n: [r.id for r in refs[n] if r.active] for n in shards})
     runner.stages[step.name].seconds += time.perf_counter() - started
     apply = runner.configure(apply_task, f"{step.name}-{{shard_no}}", step.name)
     applied = runner.map_shards(
         f"{step.name}:apply",
-        lambda n: apply.submit(paths, step, n, refs[n], bundles[n], index_path, summaries[n].fresh),
+        lambda n: apply.submit(paths, step, n, refs[n], bundles[n], index_path, decisions[n], summaries[n].fresh),
         shards,
         sizes,
     )

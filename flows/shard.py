@@ -35,6 +35,8 @@ _steps_lock = threading.Lock()
 _indexes: dict[str, dict[str, Any]] = {}
 _indexes_lock = threading.Lock()
 _unloaded: dict[str, Step] = {}
+# Part of every publish key: publish states of an earlier layout are published again.
+PUBLISH_LAYOUT = "publish-2"
 # Bundles are folders (summaries plus the step's spilled files); a new layout gets new names.
 BUNDLE_LAYOUT = "bundle-v2"
 
@@ -73,13 +75,11 @@ class ShardResult:
 class Paths:
     """Where a run keeps its state; everything lives under the output folder.
 
-    `shards` is the run's shard count K, which names the level of the store's packs; inside a
-    shard task (`in_pack`), `pack` is that shard's open pack.
+    Inside a shard task (`in_pack`), `pack` is that shard's open pack.
     """
 
     corpus: str
     out: str
-    shards: int = 1
     pack: Store | None = field(default=None, compare=False, repr=False)
 
     @property
@@ -107,6 +107,11 @@ class Paths:
         return self.state / "publish"
 
     @property
+    def shard_map(self) -> Path:
+        """Which shard each input file belongs to (`flows/assign.py`)."""
+        return self.state / "shards.json"
+
+    @property
     def file_hashes(self) -> Path:
         """Discovery's cache of input files' stat and sha256 (`tasks/filehashes.py`)."""
         return self.state / "file-hashes.json"
@@ -115,7 +120,7 @@ class Paths:
 def in_pack(paths: Paths, shard_no: int, task_key: str, work: Callable[[Paths], ShardResult]) -> ShardResult:
     """Run `work` with shard `shard_no`'s pack open, then note under `task_key` which keys its
     result uses (garbage collection keeps them while a kept run names the task)."""
-    with Store.open(paths.store_root, paths.shards, shard_no) as store:
+    with Store.open(paths.store_root, shard_no) as store:
         result = work(replace(paths, pack=store))
         store.record_uses(task_key, (r.key for r in result.refs))
     result.task_key = task_key
@@ -245,12 +250,18 @@ def summarize_shard(
 def partition_count(spec: StepSpec, shards: int) -> int:
     """How many partitions a corpus step reduces the index of `shards` shards in, without
     loading its models."""
+    step = unloaded_step(spec)
+    assert isinstance(step, CorpusStep)
+    return step.partitions(shards)
+
+
+def unloaded_step(spec: StepSpec) -> Step:
+    """The step built but not set up (no models): for what it computes from options alone."""
     step = _unloaded.get(spec.fingerprint)
     if step is None:
         step = build_step(spec.name, spec.options, load_registry(), Path(spec.config_dir))
         _unloaded[spec.fingerprint] = step
-    assert isinstance(step, CorpusStep)
-    return step.partitions(shards)
+    return step
 
 
 def reduce_partition(paths: Paths, spec: StepSpec, partition: int, bundles: list[str]) -> str:
@@ -277,6 +288,22 @@ def combine_index(paths: Paths, spec: StepSpec, partials: list[str]) -> str:
         index = step.combine(next(read_jsonl_gz(Path(p))) for p in partials)
         write_jsonl_gz(target, iter([index]))
     return str(target)
+
+
+def decisions_keys(spec: StepSpec, index_path: str, ids: dict[int, list[str]]) -> dict[int, str]:
+    """Per shard, what keys its apply task besides its documents: the step's `decisions_key`
+    for the shard's active ids (the index loaded here, once, without the step's models), or
+    the index itself when the step has none."""
+    step = unloaded_step(spec)
+    assert isinstance(step, CorpusStep)
+    if type(step).decisions_key is CorpusStep.decisions_key:
+        return {n: index_path for n in ids}
+    index = load_index(index_path)
+    keys = {}
+    for n, doc_ids in ids.items():
+        key = step.decisions_key(index, doc_ids)
+        keys[n] = index_path if key is None else f"decisions:{key}"
+    return keys
 
 
 def load_index(path: str) -> dict[str, Any]:
@@ -348,10 +375,11 @@ class PublishOutcome:
     changes: dict[str, dict[str, int]] | None = None
 
 
-def publish_key(spec: StepSpec | None, count: int, shard_no: int, ordered: list[DocRef]) -> str:
-    """Changes whenever the sink, the shard layout or any record of the shard does."""
+def publish_key(spec: StepSpec | None, shard_no: int, ordered: list[DocRef]) -> str:
+    """Changes whenever the sink or any record of the shard does (not when other shards come
+    or go: a shard's part files are its own)."""
     fingerprint = spec.fingerprint if spec else "no-sink"
-    return digest_lines([fingerprint, f"{shard_no}/{count}", *(f"{r.id} {r.key}" for r in ordered)])
+    return digest_lines([PUBLISH_LAYOUT, fingerprint, str(shard_no), *(f"{r.id} {r.key}" for r in ordered)])
 
 
 def publish_forced(paths: Paths) -> bool:
@@ -362,7 +390,7 @@ def publish_forced(paths: Paths) -> bool:
 
 
 def publish_cache_token(
-    paths: Paths, spec: StepSpec | None, shard_no: int, count: int, refs: list[DocRef], force: bool
+    paths: Paths, spec: StepSpec | None, shard_no: int, refs: list[DocRef], force: bool
 ) -> str | None:
     """What keys a publish shard task in Prefect's cache, so an unchanged shard shows as Cached:
     its publish key when the shard's last publish state has that key and its files are intact
@@ -372,7 +400,7 @@ def publish_cache_token(
     sink = step_for(spec) if spec is not None else None
     if isinstance(sink, SinkStep) and sink.sharded() and sink.outputs_external():
         return None
-    key = publish_key(spec, count, shard_no, sorted(refs, key=lambda r: r.id))
+    key = publish_key(spec, shard_no, sorted(refs, key=lambda r: r.id))
     state = read_state(paths.publish_state / f"shard-{shard_no}.json")
     if state is None:
         return key
@@ -381,22 +409,16 @@ def publish_cache_token(
     return None
 
 
-def unpublished(paths: Paths, shards: list[int], count: int) -> list[int]:
-    """Shards without a publish state for this layout (removed by hand while Prefect's cache
-    still held their task result): they must be published again."""
-    missing = []
-    for n in shards:
-        state = read_state(paths.publish_state / f"shard-{n}.json")
-        if state is None or state.get("count") != count:
-            missing.append(n)
-    return missing
+def unpublished(paths: Paths, shards: list[int]) -> list[int]:
+    """Shards without a publish state (removed by hand while Prefect's cache still held their
+    task result): they must be published again."""
+    return [n for n in shards if read_state(paths.publish_state / f"shard-{n}.json") is None]
 
 
 def publish_shard(
     paths: Paths,
     spec: StepSpec | None,
     shard_no: int,
-    count: int,
     refs: list[DocRef],
     run: RunInfo,
     force: bool = False,
@@ -412,7 +434,7 @@ def publish_shard(
     The shard's state (`publish/shard-N.json`) is written last, once its outputs are complete.
     """
     ordered = sorted(refs, key=lambda r: r.id)
-    key = publish_key(spec, count, shard_no, ordered)
+    key = publish_key(spec, shard_no, ordered)
     state_path = paths.publish_state / f"shard-{shard_no}.json"
     out_dir = Path(paths.out)
     previous = read_state(state_path)
@@ -430,7 +452,7 @@ def publish_shard(
     changes: dict[str, dict[str, int]] = {}
     if sharded:
         assert isinstance(sink, SinkStep)
-        shard_info = ShardInfo(shard_no, count, key, [r.id for r in ordered], paths.publish_state / "pending")
+        shard_info = ShardInfo(shard_no, key, [r.id for r in ordered], paths.publish_state / "pending")
         shard_info.scratch.mkdir(parents=True, exist_ok=True)
         written = sink.publish_shard(docs, shard_info, out_dir, run)
         files, changes = written.files, written.changes
@@ -438,7 +460,6 @@ def publish_shard(
         pass
     state = {
         "key": key,
-        "count": count,
         "run_id": run.run_id,
         "refs": [[r.id, r.key] for r in ordered],
         "files": file_stats(out_dir, files),
@@ -450,7 +471,7 @@ def publish_shard(
 
 
 def finish_publish(
-    paths: Paths, spec: StepSpec | None, shards: list[int], count: int, run: RunInfo, report: Report = no_progress
+    paths: Paths, spec: StepSpec | None, shards: list[int], run: RunInfo, report: Report = no_progress
 ) -> PublishOutcome:
     """After every shard: the sink's `finish` (or, for a sink that publishes the whole corpus at
     once, its `publish` over every record in id order), the merged statistics, and the state.
@@ -461,12 +482,12 @@ def finish_publish(
     """
     out_dir = Path(paths.out)
     states = {n: read_state(paths.publish_state / f"shard-{n}.json") for n in shards}
-    missing = [n for n, state in states.items() if state is None or state["count"] != count]
+    missing = [n for n, state in states.items() if state is None]
     if missing:
         raise RuntimeError(f"publish: shards {missing} have no published state; run again")
     current = {n: state for n, state in states.items() if state is not None}
     fingerprint = spec.fingerprint if spec else "no-sink"
-    key = digest_lines([fingerprint, str(count), *(current[n]["key"] for n in shards)])
+    key = digest_lines([fingerprint, *(f"{n} {current[n]['key']}" for n in shards)])
     finished_path = paths.publish_state / "finished.json"
     finished = read_state(finished_path)
     sink = step_for(spec) if spec is not None else None
@@ -492,7 +513,6 @@ def finish_publish(
     files: list[str] = []
     if isinstance(sink, SinkStep) and sink.sharded():
         info = FinishInfo(
-            count=count,
             shards=list(shards),
             keys={n: current[n]["key"] for n in shards},
             published={n: PublishReport(files=list(s["files"]), changes=s["changes"]) for n, s in published.items()},
@@ -504,7 +524,7 @@ def finish_publish(
         files, changes = done.files, done.changes
     elif isinstance(sink, SinkStep):
         everything = heapq.merge(*(located(n, current[n]["refs"]) for n in shards))
-        with Packs(paths.store_root, count) as packs:
+        with Packs(paths.store_root) as packs:
             docs = (packs.get_doc(n, doc_key) for _, n, doc_key in everything)
             done = sink.publish(reported(docs, report), out_dir, run)
         files, changes = done.files, done.changes

@@ -1,6 +1,6 @@
 """The per-document store: one SQLite pack per shard, under the output's state folder.
 
-`store/<K>/<n>.sqlite` holds shard `n` of `K` (`flows/keys.py: shard_of`): one table per kind
+`store/<n>.sqlite` holds shard `n` (`flows/assign.py`: a file keeps its shard): one table per kind
 (`docs`, `summaries`, `listings`, ...) of `key -> zlib-compressed JSON`, `docs` with the
 document's status beside it, and `uses`: which keys each shard task's output refers to, under
 the task's cache key, so garbage collection (`flows/gc.py`) knows what a kept run still needs.
@@ -11,9 +11,8 @@ own file locks. It uses the rollback journal, not WAL: WAL's index lives in shar
 which processes on different machines (Dask workers sharing the output folder over a network
 filesystem) cannot share. Writes are batched: one transaction per `BATCH` records.
 
-When the shard count changes, a key missing from the current pack is looked for in the packs
-of other levels that can hold the same documents and copied over, so results computed under
-the old K are found again.
+The layout before this one kept packs per shard count (`store/<K>/<n>.sqlite`); its results
+are not reused (the layout is part of every shard task's cache key) and gc removes it.
 """
 from __future__ import annotations
 
@@ -35,7 +34,7 @@ BATCH = 64
 PAGE_SIZE = 16384
 # Part of every shard task's cache key: cached results of an earlier store layout name records
 # this one does not hold, so they must not be reused.
-LAYOUT = "packs-1"
+LAYOUT = "packs-2"
 # The folders of the layout before packs (one gzip file per record), removed by gc.
 FILE_PER_RECORD_KINDS = ("docs", "summaries", "listings")
 KIND = re.compile(r"[a-z][a-z_]*\Z")
@@ -45,32 +44,22 @@ RESERVED = frozenset({"uses"})
 DIRTY = 1
 
 
-def pack_path(root: Path, shards: int, shard: int) -> Path:
-    """Where shard `shard` of `shards` keeps its records."""
-    return root / str(shards) / f"{shard}.sqlite"
+def pack_path(root: Path, shard: int) -> Path:
+    """Where shard `shard` keeps its records."""
+    return root / f"{shard}.sqlite"
+
+
+def packs_of(root: Path) -> list[Path]:
+    """Every shard's pack under `root`."""
+    return sorted(root.glob("*.sqlite")) if root.is_dir() else []
 
 
 def levels(root: Path) -> list[int]:
-    """The shard counts that have packs under `root`."""
+    """Shard counts of the layout before this one (`store/<K>/`), which gc removes."""
     try:
         return sorted(int(entry.name) for entry in os.scandir(root) if entry.is_dir() and entry.name.isdigit())
     except FileNotFoundError:
         return []
-
-
-def sibling_packs(root: Path, shards: int, shard: int) -> list[Path]:
-    """Packs of other levels that may hold documents of shard `shard` of `shards`.
-
-    With K a power of two, `crc % L == (crc % K) % L` for a smaller level L, and a larger
-    level L splits shard n into `n + j*K`.
-    """
-    found: list[Path] = []
-    for level in levels(root):
-        if level == shards:
-            continue
-        numbers = [shard % level] if level < shards else range(shard, level, shards)
-        found += [p for n in numbers if (p := pack_path(root, level, n)).exists()]
-    return found
 
 
 def connect(path: Path) -> sqlite3.Connection:
@@ -96,21 +85,19 @@ class Store:
     task that worked here.
     """
 
-    def __init__(self, db: sqlite3.Connection, path: Path, siblings: list[Path] | None = None, track: bool = True) -> None:
+    def __init__(self, db: sqlite3.Connection, path: Path, track: bool = True) -> None:
         self.db = db
         self.path = path
-        self.siblings = siblings or []
         self.track = track
         self.touched: set[str] = set()
         self.kinds: set[str] = set()
         self.pending = 0
-        self._sibling_dbs: dict[Path, sqlite3.Connection] = {}
 
     @classmethod
-    def open(cls, root: Path, shards: int, shard: int, track: bool = True) -> Store:
-        """Shard `shard` of `shards`' pack, created if missing, with other levels to fall back on;
-        `track`: remember the keys found and written, for `record_uses`."""
-        path = pack_path(root, shards, shard)
+    def open(cls, root: Path, shard: int, track: bool = True) -> Store:
+        """Shard `shard`'s pack, created if missing; `track`: remember the keys found and
+        written, for `record_uses`."""
+        path = pack_path(root, shard)
         path.parent.mkdir(parents=True, exist_ok=True)
         db = connect(path)
         if db.execute("PRAGMA page_count").fetchone()[0] == 0:
@@ -119,7 +106,7 @@ class Store:
             db.execute(f"PRAGMA page_size={PAGE_SIZE}")
             db.execute("PRAGMA auto_vacuum=INCREMENTAL")
         db.execute("CREATE TABLE IF NOT EXISTS uses (task TEXT PRIMARY KEY, keys BLOB NOT NULL) WITHOUT ROWID")
-        return cls(db, path, sibling_packs(root, shards, shard), track)
+        return cls(db, path, track)
 
     def __enter__(self) -> Store:
         return self
@@ -144,33 +131,12 @@ class Store:
         return kind
 
     def row(self, kind: str, key: str, columns: str) -> tuple[Any, ...] | None:
-        """A row of `kind` from this pack, else from another level's pack (copied here)."""
+        """A row of `kind`, or None."""
         table = self.table(kind)
         found = self.db.execute(f"SELECT {columns} FROM {table} WHERE key = ?", (key,)).fetchone()
-        if found is None and self.siblings:
-            found = self.adopt(kind, key, columns)
         if found is not None and self.track:
             self.touched.add(key)
         return found
-
-    def adopt(self, kind: str, key: str, columns: str) -> tuple[Any, ...] | None:
-        """Copy `key` of `kind` from a pack of another shard level into this one."""
-        table = self.table(kind)
-        names = "key, status, body" if kind == "docs" else "key, body"
-        for path in self.siblings:
-            other = self._sibling_dbs.get(path)
-            if other is None:
-                other = self._sibling_dbs[path] = connect(path)
-            try:
-                copied = other.execute(f"SELECT {names} FROM {table} WHERE key = ?", (key,)).fetchone()
-            except sqlite3.OperationalError as exc:  # that level never stored this kind
-                if "no such table" in str(exc):
-                    continue
-                raise
-            if copied is not None:
-                self.write(f"INSERT OR IGNORE INTO {table} ({names}) VALUES ({', '.join('?' * len(copied))})", copied)
-                return self.db.execute(f"SELECT {columns} FROM {table} WHERE key = ?", (key,)).fetchone()
-        return None
 
     # -- the record API ---------------------------------------------------------------------
 
@@ -225,16 +191,8 @@ class Store:
         self.pending = 0
 
     def record_uses(self, task: str, keys: Iterable[str]) -> None:
-        """Note under `task` every key its output refers to, plus every key it found or wrote.
-
-        Keys of the output that this task never looked at (documents a cached listing names)
-        are copied from another level's pack first, so this pack holds all that it lists.
-        """
-        keys = set(keys)
-        if self.siblings:
-            for key in keys - self.touched:
-                self.row("docs", key, "1")
-        used = sorted(self.touched | keys)
+        """Note under `task` every key its output refers to, plus every key it found or wrote."""
+        used = sorted(self.touched.union(keys))
         self.write("INSERT OR REPLACE INTO uses (task, keys) VALUES (?, ?)", (task, zlib.compress("\n".join(used).encode(), 1)))
         self.commit()
 
@@ -249,9 +207,6 @@ class Store:
         self.release()
 
     def release(self) -> None:
-        for other in self._sibling_dbs.values():
-            other.close()
-        self._sibling_dbs.clear()
         self.db.close()
 
     # -- garbage collection -----------------------------------------------------------------
@@ -294,11 +249,10 @@ class Store:
 
 
 class Packs:
-    """Reads documents across the packs of one level (publishing), a bounded number open at once."""
+    """Reads documents across shards' packs (publishing), a bounded number open at once."""
 
-    def __init__(self, root: Path, shards: int, open_at_most: int = 256) -> None:
+    def __init__(self, root: Path, open_at_most: int = 256) -> None:
         self.root = root
-        self.shards = shards
         self.open_at_most = open_at_most
         self.stores: OrderedDict[int, Store] = OrderedDict()
 
@@ -313,7 +267,7 @@ class Packs:
         if store is None:
             if len(self.stores) >= self.open_at_most:
                 self.stores.popitem(last=False)[1].close()
-            store = Store.open(self.root, self.shards, shard, track=False)
+            store = Store.open(self.root, shard, track=False)
         self.stores[shard] = store
         return store
 

@@ -201,6 +201,13 @@ class CorpusStep(Step):
     def decide(self, index: dict[str, Any], doc_id: str, summary: dict[str, Any]) -> dict[str, Any]:
         """Return this document's share of the index: all `apply` needs, JSON-able and small."""
 
+    def decisions_key(self, index: dict[str, Any], doc_ids: list[str]) -> str | None:
+        """A key of what `decide` returns for `doc_ids`, from the index and the ids alone, for a
+        step whose decisions need no summary: a shard whose key is unchanged keeps its applied
+        results (Cached) however much of the index changed elsewhere. Default None: a shard's
+        results are keyed by the whole index, so every shard applies a new index again."""
+        return None
+
     @abstractmethod
     def apply(self, doc: Document, summary: dict[str, Any], decision: dict[str, Any]) -> Document:
         """Return the document with the decision applied."""
@@ -224,12 +231,12 @@ class PublishReport(BaseModel):
 
 @dataclass(frozen=True)
 class ShardInfo:
-    """The shard a `publish_shard` call writes: shard `number` of `count` (shards are
-    `crc32(id) % count`), the `ids` of its records, a `key` that changes whenever any of its
-    records does, and `scratch`, a folder where the sink may leave work for `finish`."""
+    """The shard a `publish_shard` call writes: shard `number` (a file keeps its shard from
+    run to run; new files fill new shards), the `ids` of its records, a `key` that changes
+    whenever any of its records does, and `scratch`, a folder where the sink may leave work
+    for `finish`."""
 
     number: int
-    count: int
     key: str
     ids: list[str]
     scratch: Path
@@ -241,7 +248,6 @@ class FinishInfo:
     those written in this run (keyed by shard number; the others were unchanged and skipped),
     the number of records in skipped shards, and every current record id, streamed."""
 
-    count: int
     shards: list[int]
     keys: dict[int, str]
     published: dict[int, PublishReport]

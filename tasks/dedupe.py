@@ -12,13 +12,13 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import json
 import re
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
-from datasketch import MinHash
 from pydantic import Field
 
 from textmill.tasks.base import CorpusStep, StepOptions
@@ -124,6 +124,8 @@ class Deduplicator(CorpusStep):
 
     def summarize(self, docs: list[Document]) -> list[dict[str, Any]]:
         """Key, signature and sizes per document: the only phase that reads the text."""
+        from datasketch import MinHash  # SciPy: 0.5 s, paid by the processes that summarize
+
         opts = self.options
         words = [normalized_words(doc.text) for doc in docs]
         shingle_sets = [shingles(w, opts.shingle_size) for w in words]
@@ -141,9 +143,10 @@ class Deduplicator(CorpusStep):
         ]
 
     def partitions(self, shards: int) -> int:
-        """`partitions` of the options, but no more than one per shard: a small corpus needs no
-        more tasks than it has shards."""
-        return min(self.options.partitions, shards)
+        """`partitions` of the options, but no more than one per shard (a small corpus needs no
+        more tasks than it has shards), rounded down to a power of two: a new count rebuilds
+        every partition, so a growing corpus changes it only when its shards double."""
+        return min(self.options.partitions, 1 << (max(1, shards).bit_length() - 1))
 
     def layout(self) -> BandLayout:
         """The slots of the band rows for these options."""
@@ -183,6 +186,15 @@ class Deduplicator(CorpusStep):
     def decide(self, index: dict[str, Any], doc_id: str, summary: dict[str, Any]) -> dict[str, Any]:
         """The document's cluster entry; a document in no cluster is its own canonical."""
         return index["clusters"].get(doc_id, {"cluster": doc_id, "duplicate_of": None})
+
+    def decisions_key(self, index: dict[str, Any], doc_ids: list[str]) -> str | None:
+        """The cluster entries of `doc_ids`: a document's decision is its entry alone."""
+        clusters = index["clusters"]
+        key = hashlib.sha256()
+        for doc_id in doc_ids:
+            key.update(json.dumps([doc_id, clusters.get(doc_id)], sort_keys=True).encode())
+            key.update(b"\n")
+        return key.hexdigest()
 
     def apply(self, doc: Document, summary: dict[str, Any], decision: dict[str, Any]) -> Document:
         """Record the cluster; a non-canonical member becomes a `duplicate`."""

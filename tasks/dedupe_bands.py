@@ -31,7 +31,6 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
-from datasketch import MinHashLSH, MinHashLSHEnsemble
 
 # LSH candidates are verified afterwards, so the bands are tuned for recall over precision:
 # with the default (0.5, 0.5) the ensemble finds a 25% prefix of a document only half the time.
@@ -117,6 +116,8 @@ class BandLayout:
     @cache
     def of(num_perm: int, jaccard_threshold: float, containment_threshold: float | None) -> BandLayout:
         """The layout for these options (`containment_threshold` None: no containment slots)."""
+        from datasketch import MinHashLSH, MinHashLSHEnsemble  # SciPy: 0.5 s, paid by the tasks that band
+
         lsh = MinHashLSH(threshold=min(jaccard_threshold, MAX_LSH_THRESHOLD), num_perm=num_perm, weights=LSH_WEIGHTS)
         starts = [i * lsh.r for i in range(lsh.b)]
         widths = [lsh.r] * lsh.b

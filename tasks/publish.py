@@ -122,10 +122,10 @@ class Publisher(SinkStep):
         records = list(docs)
         ids = [d.id for d in records]
         with tempfile.TemporaryDirectory() as scratch:
-            shard = ShardInfo(number=0, count=1, key=digest_ids(records), ids=ids, scratch=Path(scratch))
+            shard = ShardInfo(number=0, key=digest_ids(records), ids=ids, scratch=Path(scratch))
             written = self.publish_shard(iter(records), shard, out_dir, run)
             info = FinishInfo(
-                count=1, shards=[0], keys={0: shard.key}, published={0: written}, unchanged=0,
+                shards=[0], keys={0: shard.key}, published={0: written}, unchanged=0,
                 scratch=Path(scratch), ids=lambda: iter(ids),
             )
             finished = self.finish(info, out_dir, run)
@@ -147,7 +147,7 @@ class Publisher(SinkStep):
                 retry_delay=opts.postgres_retry_delay,
                 ids=shard.ids if shard is not None else [],
             )
-        shard = shard or ShardInfo(number=0, count=1, key="", ids=[], scratch=out_dir)
+        shard = shard or ShardInfo(number=0, key="", ids=[], scratch=out_dir)
         if fmt == "sqlite":
             return SqliteDelta(out_dir, shard.scratch, shard.number, shard.key)
         return PART_SINKS[fmt](out_dir, shard.number)

@@ -16,6 +16,11 @@ def run_flow(corpus: Path, out: Path, config: Path = CONFIG) -> dict[str, Any]:
     return textmill(corpus=str(corpus), out=str(out), config=str(config))
 
 
+def shards_of(out: Path) -> dict[str, int]:
+    """File id -> shard, as the last run on `out` assigned them (`flows/assign.py`)."""
+    return dict(json.loads((out / ".textmill" / "shards.json").read_text())["shards"])
+
+
 def jsonl_lines(out: Path) -> list[str]:
     """Every line of the JSON Lines parts (`jsonl/part-*.jsonl`), in part order."""
     return [line for part in sorted((out / "jsonl").glob("part-*.jsonl")) for line in part.read_text().splitlines()]

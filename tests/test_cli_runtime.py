@@ -260,7 +260,7 @@ def server_logs(api_url: str, run_id: str) -> list[dict[str, Any]]:
 
 def read_some(out: Path) -> bool:
     """Whether the read stage has stored a batch of files' listings in some shard's pack."""
-    for pack in (out / ".textmill" / "store").glob("*/*.sqlite"):
+    for pack in (out / ".textmill" / "store").glob("*.sqlite"):
         try:
             with closing(sqlite3.connect(f"file:{pack}?mode=ro", uri=True, timeout=1)) as db:
                 if db.execute("SELECT count(*) FROM listings").fetchone()[0]:

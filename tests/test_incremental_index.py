@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from conftest import SEEDS, shared_path
-from flowkit import records, run_flow, set_option
+from flowkit import records, run_flow, set_option, shards_of
 
 pytestmark = pytest.mark.slow
 
@@ -107,9 +107,11 @@ def test_incremental_corpus_indexes_equal_a_fresh_run(
     assert canonical_of(incremental, "k-short.txt") == "Kowalczyk"
     assert second_manifest["steps"]["dedupe"]["computed"] == 2  # a-edit and c-copy only
     assert first_manifest["steps"]["dedupe"]["computed"] == 15
-    # Each partition updated the state it kept (same partitions) to the final corpus's bundles,
-    # which are named by content, so the fresh run's are the same.
+    # Each partition updated the state it kept (same partitions) to the bundles of the run that
+    # kept it (files keep their shards, so these are not the fresh run's bundles).
     assert sorted((out / ".textmill" / "indexes" / "dedupe" / "state").glob("*/p*/state.json")) == states
-    final = sorted(p.name for p in (fresh_out / ".textmill" / "bundles" / "dedupe").iterdir())
+    record = json.loads(sorted((out / ".textmill" / "runs").glob("*.json"))[-1].read_text())
+    final = sorted(Path(name).name for name in record["artifacts"] if name.startswith("bundles/dedupe/"))
+    assert len(final) == len(set(shards_of(out).values())), "one bundle per shard"
     for state in states:
         assert json.loads(state.read_text())["inputs"] == final

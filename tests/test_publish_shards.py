@@ -10,13 +10,10 @@ import polars as pl
 import pytest
 
 from conftest import published_files
-from flowkit import computed, records, run_flow, set_option
-from textmill.flows.keys import shard_of
+from flowkit import computed, records, run_flow, set_option, shards_of
 from textmill.flows.store import Store
 
 pytestmark = pytest.mark.slow
-
-SHARDS = 4  # five seeds in shards of 2: a power of two
 
 
 @pytest.fixture
@@ -40,8 +37,9 @@ def test_a_change_rewrites_only_its_shard_and_sqlite_in_place(
 ) -> None:
     out = tmp_path / "out"
     first = run_flow(seeds_copy, out, config)
-    shards = {shard_of(p.name, SHARDS) for p in seeds_copy.iterdir()}
-    assert len(shards) > 1, "the seeds spread over several shards"
+    shard_of = shards_of(out)
+    shards = set(shard_of.values())
+    assert shards == {0, 1, 2}, "five seeds in id order, two to a shard"
     before = published_files(out)
     assert set(before) == {name for n in shards for name in parts_of(out, n)} | {"textmill.sqlite"}
     database = (out / "textmill.sqlite").stat().st_ino
@@ -50,11 +48,12 @@ def test_a_change_rewrites_only_its_shard_and_sqlite_in_place(
     edited.write_text(edited.read_text() + "\nA closing line added by the newsroom on a later day.\n")
     second = run_flow(seeds_copy, out, config)
     after = published_files(out)
-    touched = parts_of(out, shard_of(edited.name, SHARDS))
-    members = sum(1 for p in seeds_copy.iterdir() if shard_of(p.name, SHARDS) == shard_of(edited.name, SHARDS))
+    assert shards_of(out) == shard_of, "an edit keeps every file's shard"
+    touched = parts_of(out, shard_of[edited.name])
+    members = sum(1 for n in shard_of.values() if n == shard_of[edited.name])
     assert {name for name in after if after[name] != before[name]} == {
-        f"jsonl/part-{shard_of(edited.name, SHARDS):05d}.jsonl",
-        f"documents/part-{shard_of(edited.name, SHARDS):05d}.parquet",
+        f"jsonl/part-{shard_of[edited.name]:05d}.jsonl",
+        f"documents/part-{shard_of[edited.name]:05d}.parquet",
         "textmill.sqlite",
     }, "the entities part is unchanged (no entities step), every other shard untouched"
     assert touched & set(after)
@@ -87,12 +86,14 @@ def test_deletions_remove_rows_and_removed_shards_lose_their_parts(
         ).fetchall()
     assert {i for (i,) in found} == set(records(out)), "every remaining seed mentions Putin; the removed one is gone"
 
-    set_option(config, "run", "shard_size = 500")  # one shard: the other parts must go
-    one = run_flow(seeds_copy, out, config)
-    assert one["documents"] == 4
-    assert sorted(p.name for p in (out / "documents").iterdir()) == ["part-00000.parquet"]
-    assert sorted(p.name for p in (out / "jsonl").iterdir()) == ["part-00000.jsonl"]
-    assert sorted(p.name for p in (out / ".textmill" / "publish").glob("shard-*.json")) == ["shard-0.json"]
+    last = next(p for p in sorted(seeds_copy.iterdir()) if p.name.startswith("004"))
+    assert shards_of(out)[last.name] == 2 and list(shards_of(out).values()).count(2) == 1
+    last.unlink()  # shard 2's only file: its parts must go
+    two = run_flow(seeds_copy, out, config)
+    assert two["documents"] == 3
+    assert sorted(p.name for p in (out / "documents").iterdir()) == ["part-00000.parquet", "part-00001.parquet"]
+    assert sorted(p.name for p in (out / "jsonl").iterdir()) == ["part-00000.jsonl", "part-00001.jsonl"]
+    assert sorted(p.name for p in (out / ".textmill" / "publish").glob("shard-*.json")) == ["shard-0.json", "shard-1.json"]
     assert set(records(out)) == set(sqlite_rows(out)) == {p.name for p in seeds_copy.iterdir()}
 
 

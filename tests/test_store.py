@@ -1,4 +1,4 @@
-"""The store on real runs: one pack per shard, what garbage collection keeps, a changing shard count."""
+"""The store on real runs: one pack per shard, what garbage collection keeps, a growing and shrinking corpus."""
 from __future__ import annotations
 
 import json
@@ -12,9 +12,7 @@ import pytest
 from typer.testing import CliRunner
 
 from conftest import shared_path
-from textmill.flows.keys import shard_of
-
-from flowkit import computed, records, run_flow, set_option, task_run_states
+from flowkit import computed, records, run_flow, set_option, shards_of, task_run_states
 
 pytestmark = pytest.mark.slow
 
@@ -30,9 +28,9 @@ def pipeline(config: Path, shard_size: int, keep_runs: int = 3) -> Path:
 
 
 def packs(out: Path) -> dict[str, Path]:
-    """`K/n` -> pack file."""
+    """Shard number -> its pack file."""
     root = out / ".textmill" / "store"
-    return {f"{p.parent.name}/{p.stem}": p for p in sorted(root.glob("*/*.sqlite"))}
+    return {int(p.stem): p for p in sorted(root.glob("*.sqlite"))}
 
 
 def keys(out: Path) -> dict[str, set[str]]:
@@ -73,7 +71,7 @@ def test_store_files_grow_with_shards_not_documents(prefect_server: None, config
     out = tmp_path / "out"
     manifest = run_flow(corpus, out, pipeline(config_copy, shard_size=30))
     assert manifest["documents"] == 240
-    assert sorted(packs(out)) == [f"8/{n}" for n in range(8)]
+    assert sorted(packs(out)) == list(range(8))
     files = state_files(out)
     store = [p for p in files if p.relative_to(out / ".textmill").parts[0] == "store"]
     assert len(store) == 8, "one pack per shard holds every record of every step"
@@ -117,20 +115,21 @@ def test_a_cached_shards_rows_survive_gc(prefect_server: None, seeds_copy: Path,
     config = pipeline(config_copy, shard_size=2, keep_runs=1)
     out = tmp_path / "out"
     run_flow(seeds_copy, out, config)
-    by_shard = {name: keys_of(path) for name, path in packs(out).items()}
-    assert len(by_shard) == 2
-    assert shard_of("harvest.txt", 4) == 3 and {shard_of(p.name, 4) for p in seeds_copy.iterdir()} == {2, 3}
+    by_shard = {n: keys_of(path) for n, path in packs(out).items()}
+    assert sorted(by_shard) == [0, 1, 2] and list(shards_of(out).values()).count(2) == 1
     (seeds_copy / "harvest.txt").write_text("A short note on the harvest in the valley, written for this test alone.\n")
     second = run_flow(seeds_copy, out, config)
     assert second["read"]["computed"] == 1
-    states = task_run_states(second["run_id"], expected=17)
+    assert shards_of(out)["harvest.txt"] == 2, "a new file tops up the last shard"
+    # 3 shards x (read, clean, dedupe summary and apply, language, publish), 2 dedupe
+    # partitions, the index, discover, publish's finish and gc.
+    states = task_run_states(second["run_id"], expected=24)
     untouched = {name for name, state in states.items() if name.startswith("read-") and state == "Cached"}
-    assert len(untouched) == 1, states
-    shard = untouched.pop().removeprefix("read-")
-    name = next(n for n in by_shard if n.endswith(f"/{shard}"))
-    assert all(states[f"{step}-{shard}"] == "Cached" for step in ("clean", "language")), states
-    # The run before is no longer kept, yet the shard it computed and this run only cached keeps every row.
-    assert keys_of(packs(out)[name]) == by_shard[name]
+    assert untouched == {"read-0", "read-1"}, states
+    for shard in (0, 1):
+        assert all(states[f"{step}-{shard}"] == "Cached" for step in ("clean", "language", "publish")), states
+        # The run before is no longer kept, yet the shard it computed and this run only cached keeps every row.
+        assert keys_of(packs(out)[shard]) == by_shard[shard]
     third = run_flow(seeds_copy, out, config)
     assert computed(third) == {"clean": 0, "dedupe": 0, "language": 0, "publish": 0}
 
@@ -140,7 +139,7 @@ def keys_of(pack: Path) -> set[str]:
         return {k for table in ("docs", "summaries", "listings") for (k,) in db.execute(f"SELECT key FROM {table}")}
 
 
-def test_a_new_shard_count_finds_results_of_the_old_one(
+def test_new_files_fill_new_shards_and_every_file_keeps_its_shard(
     prefect_server: None, config_copy: Path, tmp_path: Path
 ) -> None:
     corpus = tmp_path / "corpus"
@@ -148,25 +147,34 @@ def test_a_new_shard_count_finds_results_of_the_old_one(
     config = pipeline(config_copy, shard_size=2, keep_runs=1)
     out = tmp_path / "out"
     first = run_flow(corpus, out, config)
-    assert {name.split("/")[0] for name in packs(out)} == {"4"}
+    assert sorted(packs(out)) == [0, 1, 2]
     assert computed(first)["clean"] == 6
+    assigned = shards_of(out)
 
-    write_articles(corpus, 3, start=6)  # 9 files: K doubles to 8
+    write_articles(corpus, 3, start=6)
     grown = run_flow(corpus, out, config)
-    assert {name.split("/")[0] for name in packs(out)} == {"8"}, "the old level goes with the run that used it"
+    assert sorted(packs(out)) == [0, 1, 2, 3, 4]
+    assert {k: v for k, v in shards_of(out).items() if k in assigned} == assigned
     assert grown["read"]["computed"] == 3
-    assert computed(grown) == {"clean": 3, "dedupe": 3, "language": 3, "publish": 9}
+    assert computed(grown) == {"clean": 3, "dedupe": 3, "language": 3, "publish": 3}, "old shards publish nothing"
     assert grown["counts"] == {"ok": 9}
 
-    for path in sorted(corpus.iterdir())[:6]:  # 3 files: K halves to 2
+    for path in sorted(corpus.iterdir())[:6]:  # shards 0-2 empty: their packs go with the run that used them
         path.unlink()
     shrunk = run_flow(corpus, out, config)
-    assert {name.split("/")[0] for name in packs(out)} == {"2"}
+    assert sorted(packs(out)) == [3, 4]
     assert shrunk["read"]["computed"] == 0
-    assert computed(shrunk) == {"clean": 0, "dedupe": 0, "language": 0, "publish": 3}
+    assert computed(shrunk) == {"clean": 0, "dedupe": 0, "language": 0, "publish": 0}
+    assert shrunk["published"]["sqlite"]["deleted"] == 6
     fresh = tmp_path / "fresh"
     run_flow(corpus, fresh, config)
     assert keys(out) == keys(fresh)
+    assert records(out) == records(fresh)
+
+    set_option(config, "run", "shard_size = 500")  # applies to new shards only
+    resized = run_flow(corpus, out, config)
+    assert resized["read"]["computed"] == 0 and computed(resized) == {"clean": 0, "dedupe": 0, "language": 0, "publish": 0}
+    assert sorted(set(shards_of(out).values())) == [3, 4]
 
 
 def test_textmill_gc_reports_what_it_removed(prefect_server: None, seeds_copy: Path, config_copy: Path, tmp_path: Path) -> None:

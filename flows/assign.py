@@ -1,0 +1,77 @@
+"""Which shard each input file belongs to, kept from run to run so that new files fill new shards.
+
+A file keeps the shard it was first given for as long as it exists; an edit keeps its shard.
+New files, in id order, top up the highest-numbered shard to this run's shard capacity and then
+open new shards numbered after it. The capacity is `shard_size`, or more when the corpus has
+more than `max_shards` shards' worth of files: every shard task costs Prefect a few
+milliseconds even when it is Cached, so a large corpus gets fewer, larger shards. So a scheduled run over a corpus that grows by new files touches
+only the shards they land in, and every other shard's tasks stay Cached; hashing ids to shards
+instead would spread 1% of new files over nearly every shard. A first run is the same rule
+from nothing: files in id order, the capacity to a shard.
+
+Shards emptied by deletions are gone (publish removes their outputs); shards thinned by
+deletions are not refilled, so their documents' results stay where they are. A changed
+`shard_size` or `max_shards` applies to new shards only.
+
+The map is saved (`.textmill/shards.json`) before any shard task runs: the store keeps one
+pack per shard, so a run must find each file in the shard whose pack holds its results. A lost
+or unreadable map is a first run's assignment again; documents that land in another shard than
+before are then computed again, never wrong.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from textmill.tasks.atomic import write_atomic
+from textmill.tasks.read import SourceFile
+
+FORMAT = 1
+
+
+class ShardMap:
+    """File id -> shard number, as the last run left it."""
+
+    def __init__(self, shards: dict[str, int] | None = None) -> None:
+        self.shards = shards or {}
+
+    @classmethod
+    def load(cls, path: Path) -> ShardMap:
+        """The map at `path`; empty when missing, unreadable or of another format."""
+        try:
+            data = json.loads(path.read_bytes())
+            shards = data["shards"] if isinstance(data, dict) and data.get("format") == FORMAT else None
+        except (OSError, ValueError, KeyError, RecursionError):
+            return cls()
+        if not isinstance(shards, dict) or not all(type(n) is int and n >= 0 for n in shards.values()):
+            return cls()
+        return cls(shards)
+
+    def assign(self, sources: list[SourceFile], shard_size: int, max_shards: int) -> dict[int, list[SourceFile]]:
+        """Each shard's files: known files where they were, new ones appended (see the module
+        docstring). The map then holds exactly these files."""
+        if shard_size < 1 or max_shards < 1:
+            raise ValueError("shard_size and max_shards must be at least 1")
+        capacity = max(shard_size, -(-len(sources) // max_shards))
+        members: dict[int, list[SourceFile]] = {}
+        new: list[SourceFile] = []
+        for src in sources:
+            n = self.shards.get(src.id)
+            if n is None:
+                new.append(src)
+            else:
+                members.setdefault(n, []).append(src)
+        new.sort(key=lambda src: src.id)
+        last = max(members, default=-1)
+        room = capacity - len(members[last]) if last >= 0 else 0
+        for src in new:
+            if room <= 0:
+                last, room = last + 1, capacity
+            members.setdefault(last, []).append(src)
+            room -= 1
+        self.shards = {src.id: n for n, group in members.items() for src in group}
+        return dict(sorted(members.items()))
+
+    def save(self, path: Path) -> None:
+        """Write the map atomically."""
+        write_atomic(path, json.dumps({"format": FORMAT, "shards": self.shards}, separators=(",", ":")).encode())

@@ -1,0 +1,54 @@
+"""Shard assignment: files keep their shard, new files fill new shards, large corpora get larger shards."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from textmill.flows.assign import ShardMap
+from textmill.tasks.read import SourceFile
+
+
+def files(*ids: str) -> list[SourceFile]:
+    return [SourceFile(id=i, sha256="0" * 64, size=1) for i in ids]
+
+
+def ids(members: dict[int, list[SourceFile]]) -> dict[int, list[str]]:
+    return {n: [src.id for src in group] for n, group in members.items()}
+
+
+def test_a_first_run_fills_shards_in_id_order() -> None:
+    members = ShardMap().assign(files("e", "a", "d", "b", "c"), shard_size=2, max_shards=64)
+    assert ids(members) == {0: ["a", "b"], 1: ["c", "d"], 2: ["e"]}
+
+
+def test_new_files_top_up_the_last_shard_then_open_new_ones_and_edits_and_deletions_move_nothing(tmp_path: Path) -> None:
+    path = tmp_path / "shards.json"
+    first = ShardMap()
+    first.assign(files("a", "b", "c", "d", "e"), shard_size=2, max_shards=64)
+    first.save(path)
+
+    again = ShardMap.load(path)
+    members = again.assign(files("a", "c", "d", "e", "0-new", "f", "g"), shard_size=2, max_shards=64)
+    assert ids(members) == {0: ["a"], 1: ["c", "d"], 2: ["e", "0-new"], 3: ["f", "g"]}, (
+        "b's removal leaves shard 0 thinner; a new id that sorts first still goes to the end"
+    )
+    assert again.shards == {"a": 0, "c": 1, "d": 1, "e": 2, "0-new": 2, "f": 3, "g": 3}
+
+
+def test_a_shard_emptied_by_deletions_is_gone_and_a_changed_shard_size_applies_to_shards_being_filled() -> None:
+    shard_map = ShardMap()
+    shard_map.assign(files("a", "b", "c", "d"), shard_size=2, max_shards=64)
+    members = shard_map.assign(files("a", "b", "x", "y", "z"), shard_size=3, max_shards=64)
+    assert ids(members) == {0: ["a", "b", "x"], 1: ["y", "z"]}, "shard 1 (c, d) is gone; its number is reused"
+
+
+def test_past_max_shards_new_shards_grow() -> None:
+    members = ShardMap().assign(files(*(f"{n:03}" for n in range(100))), shard_size=10, max_shards=4)
+    assert [len(group) for group in members.values()] == [25, 25, 25, 25]
+
+
+def test_an_unreadable_or_foreign_map_is_a_first_run(tmp_path: Path) -> None:
+    path = tmp_path / "shards.json"
+    for text in ("not json", '{"format": 99, "shards": {"a": 5}}', '{"format": 1, "shards": {"a": -1}}', "[]"):
+        path.write_text(text)
+        assert ShardMap.load(path).shards == {}
+    assert ShardMap.load(tmp_path / "missing.json").shards == {}
