@@ -158,6 +158,13 @@ def test_new_files_fill_new_shards_and_every_file_keeps_its_shard(
     assert grown["read"]["computed"] == 3
     assert computed(grown) == {"clean": 3, "dedupe": 3, "language": 3, "publish": 3}, "old shards publish nothing"
     assert grown["counts"] == {"ok": 9}
+    # 5 shards x (read, clean, dedupe summary and apply, language, publish), 4 dedupe
+    # partitions, the index, discover, publish's finish and gc.
+    states = task_run_states(grown["run_id"], expected=38)
+    old = {f"{stage}-{n}" for stage in ("read", "clean", "dedupe-summarize", "dedupe", "language", "publish") for n in range(3)}
+    assert {name: states[name] for name in old} == dict.fromkeys(old, "Cached"), (
+        "a new index that decides nothing new for the old shards leaves every one of their tasks Cached"
+    )
 
     for path in sorted(corpus.iterdir())[:6]:  # shards 0-2 empty: their packs go with the run that used them
         path.unlink()
