@@ -8,7 +8,8 @@ order that never leaves a cached task result pointing at something gone:
 
 1. Prefect result files (`prefect/`) of tasks no kept run names, so such a task computes again
    instead of returning references to removed rows or files;
-2. files produced by runs no longer kept, unless a kept run produced them too;
+2. files and folders produced by runs no longer kept, unless a kept run produced them too
+   (partials, indexes, a corpus step's bundle folders and its partitions' state folders);
 3. in each pack, uses of tasks no kept run names and every record no remaining use names;
    packs no kept run names at all (a shard the corpus left behind), whole; and the folders
    of the store's earlier layouts (file per record; packs per shard count);
@@ -42,7 +43,7 @@ class RunRecord:
     run_id: str
     packs: dict[str, list[str]] = field(default_factory=dict)  # shard "n" -> task keys noted in its pack
     results: list[str] = field(default_factory=list)  # cache keys of Prefect result files
-    artifacts: list[str] = field(default_factory=list)  # files tasks produced, relative to `.textmill`
+    artifacts: list[str] = field(default_factory=list)  # files and folders tasks produced, relative to `.textmill`
 
     def add_task(self, shard: int, key: str) -> None:
         tasks = self.packs.setdefault(str(shard), [])
@@ -54,7 +55,7 @@ class RunRecord:
             self.results.append(key)
 
     def add_artifact(self, state: Path, path: str | Path) -> None:
-        """Note a file a task produced; only files under `state` are collected."""
+        """Note a file or folder a task produced; only those under `state` are collected."""
         try:
             relative = Path(path).resolve().relative_to(state.resolve()).as_posix()
         except ValueError:
@@ -143,6 +144,9 @@ def collect_garbage(state: Path, keep: int) -> GcReport:
         if target.is_file():
             target.unlink()
             report.files += 1
+        elif target.is_dir():
+            report.files += sum(len(names) for _, _, names in os.walk(target))
+            shutil.rmtree(target)
 
     root = state / "store"
     for kind in FILE_PER_RECORD_KINDS:

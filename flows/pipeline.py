@@ -26,6 +26,7 @@ from prefect.context import TaskRunContext
 from prefect.futures import PrefectFuture, as_completed
 from prefect.runtime import flow_run
 from prefect.tasks import exponential_backoff
+from prefect.utilities.annotations import quote
 
 from textmill.flows import shard
 from textmill.flows.assign import ShardMap
@@ -44,7 +45,7 @@ from textmill.flows.lock import output_folder_lock
 from textmill.flows.progress import listener, shard_done, shard_progress
 from textmill.flows.report import StageStats, build_manifest, steps_table, summary_markdown, write_manifest
 from textmill.flows.retry import retry_transient
-from textmill.flows.runners import DEFAULT_RUNNER, in_this_process, make_task_runner, run_in_process, tag_steps
+from textmill.flows.runners import DEFAULT_RUNNER, in_this_process, make_task_runner, run_in_process, tag_steps, whole
 from textmill.flows.shard import DocRef, Paths, ShardResult
 from textmill.flows.store import LAYOUT as STORE_LAYOUT
 from textmill.tasks.base import RunInfo
@@ -70,7 +71,7 @@ def cache_key(context: TaskRunContext, parameters: dict[str, Any]) -> str:
     for name in sorted(parameters):
         if name in UNKEYED_PARAMETERS:
             continue
-        value = parameters[name]
+        value = unquoted(parameters[name])
         if isinstance(value, list) and value and isinstance(value[0], DocRef):
             parts.append(digest_lines(f"{r.id} {r.key} {r.status}" for r in value))
         elif isinstance(value, list) and value and isinstance(value[0], SourceFile):
@@ -88,9 +89,15 @@ def publish_cache_key(context: TaskRunContext, parameters: dict[str, Any]) -> st
     if parameters["repair"]:
         return None
     token = shard.publish_cache_token(
-        parameters["paths"], parameters["step"], parameters["shard_no"], parameters["refs"], parameters["force"]
+        parameters["paths"], parameters["step"], parameters["shard_no"], unquoted(parameters["refs"]), parameters["force"]
     )
     return None if token is None else digest([context.task.name, token])
+
+
+def unquoted(value: Any) -> Any:
+    """A parameter as the task receives it: lists passed `whole` are still wrapped when the
+    runner computes the key before submitting (`runners.served_from_cache`)."""
+    return value.unwrap() if isinstance(value, quote) else value
 
 
 def current_task_key() -> str:
@@ -436,7 +443,7 @@ def run_pipeline(cfg: PipelineConfig, paths: Paths, corpus: str) -> dict[str, An
     read = runner.configure(read_task, "read-{shard_no}", "read")
     results = runner.map_shards(
         "read",
-        lambda n: read.submit(paths, n, members[n], cfg.input, shard.READ_FINGERPRINT),
+        lambda n: read.submit(paths, n, whole(members[n]), cfg.input, shard.READ_FINGERPRINT),
         shards,
         {n: len(members[n]) for n in shards},
     )
@@ -447,7 +454,7 @@ def run_pipeline(cfg: PipelineConfig, paths: Paths, corpus: str) -> dict[str, An
         sizes = {n: len(refs[n]) for n in shards}
         if step.scope == "document":
             doc_task = runner.configure(document_task, f"{step.name}-{{shard_no}}", step.name)
-            results = runner.map_shards(step.name, lambda n: doc_task.submit(paths, step, n, refs[n]), shards, sizes)
+            results = runner.map_shards(step.name, lambda n: doc_task.submit(paths, step, n, whole(refs[n])), shards, sizes)
         elif step.scope == "corpus":
             results = run_corpus_step(runner, step, shards, refs, sizes)
         else:
@@ -500,13 +507,13 @@ def publish_shards(
     publish = runner.configure(publish_shard_task, "publish-{shard_no}", "publish", key=publish_cache_key)
     runner.map_shards(
         "publish",
-        lambda n: publish.submit(paths, sink, n, refs[n], run, force),
+        lambda n: publish.submit(paths, sink, n, whole(refs[n]), run, force),
         shards,
         {n: len(refs[n]) for n in shards},
     )
     started = time.perf_counter()
     with failing_as("publish failed"), in_this_process():
-        repairs = [publish.submit(paths, sink, n, refs[n], run, True, True) for n in shard.unpublished(paths, shards)]
+        repairs = [publish.submit(paths, sink, n, whole(refs[n]), run, True, True) for n in shard.unpublished(paths, shards)]
         stats = runner.stages["publish"]
         for future in repairs:
             repaired = future.result().computed
@@ -526,7 +533,7 @@ def run_corpus_step(
     summarize = runner.configure(summarize_task, f"{step.name}-summarize-{{shard_no}}", step.name)
     partitions = shard.partition_count(step, len(shards))
     summaries = runner.map_shards(
-        step.name, lambda n: summarize.submit(paths, step, n, refs[n], partitions), shards, sizes
+        step.name, lambda n: summarize.submit(paths, step, n, whole(refs[n]), partitions), shards, sizes
     )
     bundles = {n: r.bundle or "" for n, r in summaries.items()}
     started = time.perf_counter()
@@ -537,7 +544,9 @@ def run_corpus_step(
     apply = runner.configure(apply_task, f"{step.name}-{{shard_no}}", step.name)
     applied = runner.map_shards(
         f"{step.name}:apply",
-        lambda n: apply.submit(paths, step, n, refs[n], bundles[n], index_path, decisions[n], summaries[n].fresh),
+        lambda n: apply.submit(
+            paths, step, n, whole(refs[n]), bundles[n], index_path, decisions[n], whole(summaries[n].fresh)
+        ),
         shards,
         sizes,
     )
@@ -560,7 +569,7 @@ def build_index(runner: Runner, step: StepSpec, bundles: list[str], count: int, 
     try:
         with failing_as(where):
             reduce = runner.configure(partition_task, f"{step.name}-partition-{{partition}}", step.name)
-            futures = {reduce.submit(paths, step, p, bundles): p for p in range(count)}
+            futures = {reduce.submit(paths, step, p, whole(bundles)): p for p in range(count)}
             partials: dict[int, str] = {}
             failures: list[tuple[int, BaseException]] = []
             for future in as_completed(list(futures)):
@@ -568,6 +577,7 @@ def build_index(runner: Runner, step: StepSpec, bundles: list[str], count: int, 
                 try:
                     partials[p] = future.result()
                     runner.remember(future, partials[p])
+                    runner.remember(future, str(shard.partition_state(paths, step, p)))
                 except (KeyboardInterrupt, SystemExit):
                     raise
                 except BaseException as exc:  # noqa: BLE001 - gather all, then fail the run
@@ -577,7 +587,7 @@ def build_index(runner: Runner, step: StepSpec, bundles: list[str], count: int, 
             if failures:
                 raise min(failures, key=lambda failure: failure[0])[1]
             combine = runner.configure(index_task, f"{step.name}-index", step.name)
-            combined = combine.submit(paths, step, [partials[p] for p in range(count)])
+            combined = combine.submit(paths, step, whole([partials[p] for p in range(count)]))
             index_path: str = combined.result()
             runner.remember(combined, index_path)
     except Exception:

@@ -274,9 +274,13 @@ def reduce_partition(paths: Paths, spec: StepSpec, partition: int, bundles: list
     folder = paths.state / "indexes" / spec.name
     target = folder / "partials" / f"{digest_lines([spec.fingerprint, str(partition), *(f.name for f in folders)])}.json.gz"
     if not target.exists():
-        state = folder / "state" / spec.fingerprint[:32] / f"p{partition:04d}"
-        write_jsonl_gz(target, iter([step.reduce(partition, folders, state)]))
+        write_jsonl_gz(target, iter([step.reduce(partition, folders, partition_state(paths, spec, partition))]))
     return str(target)
+
+
+def partition_state(paths: Paths, spec: StepSpec, partition: int) -> Path:
+    """The folder a corpus step's partition keeps between runs of the same step fingerprint."""
+    return paths.state / "indexes" / spec.name / "state" / spec.fingerprint[:32] / f"p{partition:04d}"
 
 
 def combine_index(paths: Paths, spec: StepSpec, partials: list[str]) -> str:

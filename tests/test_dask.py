@@ -1,4 +1,4 @@
-"""Scale-out on Dask: a scheduler and two worker processes give the same corpus as one process."""
+"""Scale-out on Dask: a scheduler and two worker processes give the same corpus as the default runner."""
 from __future__ import annotations
 
 import os
@@ -60,22 +60,21 @@ def sorted_lines(out: Path) -> list[str]:
     return sorted(jsonl_lines(out))
 
 
-def test_dask_cluster_gives_the_same_corpus_as_threads(dask_cluster: str, config_copy: Path, tmp_path: Path) -> None:
-    """80 generated documents in shards of about 16, so both workers get shards of every step."""
+def test_dask_cluster_gives_the_same_corpus_as_the_default_runner(dask_cluster: str, config_copy: Path, tmp_path: Path) -> None:
+    """80 generated documents in shards of 16, so both workers get shards of every step; the
+    default runner is worker processes on this machine."""
     from distributed import Client
 
     corpus = tmp_path / "corpus"
     planted = generate(shared_path("corpora", "bbc"), corpus, 80, seed=300, exact_rate=0.1, near_rate=0.1)
     set_option(config_copy, "run", "shard_size = 16")
-    threads = textmill.with_options(task_runner=make_task_runner("threads", 2))(
-        corpus=str(corpus), out=str(tmp_path / "threads"), config=str(config_copy)
-    )
+    default = textmill(corpus=str(corpus), out=str(tmp_path / "default"), config=str(config_copy))
     flow = textmill.with_options(task_runner=make_task_runner("dask", 2, dask_cluster))
     on_dask = flow(corpus=str(corpus), out=str(tmp_path / "dask"), config=str(config_copy))
 
-    assert on_dask["counts"] == threads["counts"]
+    assert on_dask["counts"] == default["counts"]
     assert on_dask["counts"]["duplicate"] >= planted.exact
-    assert sorted_lines(tmp_path / "dask") == sorted_lines(tmp_path / "threads")
+    assert sorted_lines(tmp_path / "dask") == sorted_lines(tmp_path / "default")
     with Client(dask_cluster) as client:
         held = client.run(loaded_steps)
     assert len(held) == 2

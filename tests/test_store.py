@@ -104,6 +104,10 @@ def test_gc_after_an_edit_keeps_exactly_what_a_cold_run_stores(
     assert len(records_left) == 1
     named = set(json.loads(records_left[0].read_text())["results"])
     assert {p.name for p in (out / ".textmill" / "prefect").iterdir()} <= named, "only the kept run's cached results"
+    folders = {p.name for p in (out / ".textmill" / "bundles" / "dedupe").iterdir()}
+    assert folders == {p.name for p in (fresh / ".textmill" / "bundles" / "dedupe").iterdir()}, (
+        "the edited shard's old bundle folder is gone; one per shard is left, as a cold run leaves"
+    )
 
     warm = run_flow(seeds_copy, out, config)
     assert computed(warm) == {"clean": 0, "dedupe": 0, "language": 0, "publish": 0}
@@ -143,45 +147,45 @@ def test_new_files_fill_new_shards_and_every_file_keeps_its_shard(
     prefect_server: None, config_copy: Path, tmp_path: Path
 ) -> None:
     corpus = tmp_path / "corpus"
-    write_articles(corpus, 6)
+    write_articles(corpus, 8)
     config = pipeline(config_copy, shard_size=2, keep_runs=1)
     out = tmp_path / "out"
     first = run_flow(corpus, out, config)
-    assert sorted(packs(out)) == [0, 1, 2]
-    assert computed(first)["clean"] == 6
+    assert sorted(packs(out)) == [0, 1, 2, 3]
+    assert computed(first)["clean"] == 8
     assigned = shards_of(out)
 
-    write_articles(corpus, 3, start=6)
+    write_articles(corpus, 3, start=8)
     grown = run_flow(corpus, out, config)
-    assert sorted(packs(out)) == [0, 1, 2, 3, 4]
+    assert sorted(packs(out)) == [0, 1, 2, 3, 4, 5]
     assert {k: v for k, v in shards_of(out).items() if k in assigned} == assigned
     assert grown["read"]["computed"] == 3
     assert computed(grown) == {"clean": 3, "dedupe": 3, "language": 3, "publish": 3}, "old shards publish nothing"
-    assert grown["counts"] == {"ok": 9}
-    # 5 shards x (read, clean, dedupe summary and apply, language, publish), 4 dedupe
-    # partitions, the index, discover, publish's finish and gc.
-    states = task_run_states(grown["run_id"], expected=38)
-    old = {f"{stage}-{n}" for stage in ("read", "clean", "dedupe-summarize", "dedupe", "language", "publish") for n in range(3)}
+    assert grown["counts"] == {"ok": 11}
+    # 6 shards x (read, clean, dedupe summary and apply, language, publish), 4 dedupe
+    # partitions (as with 4 shards), the index, discover, publish's finish and gc.
+    states = task_run_states(grown["run_id"], expected=44)
+    old = {f"{stage}-{n}" for stage in ("read", "clean", "dedupe-summarize", "dedupe", "language", "publish") for n in range(4)}
     assert {name: states[name] for name in old} == dict.fromkeys(old, "Cached"), (
         "a new index that decides nothing new for the old shards leaves every one of their tasks Cached"
     )
 
-    for path in sorted(corpus.iterdir())[:6]:  # shards 0-2 empty: their packs go with the run that used them
+    for path in sorted(corpus.iterdir())[:8]:  # shards 0-3 empty: their packs go with the run that used them
         path.unlink()
     shrunk = run_flow(corpus, out, config)
-    assert sorted(packs(out)) == [3, 4]
+    assert sorted(packs(out)) == [4, 5]
     assert shrunk["read"]["computed"] == 0
     assert computed(shrunk) == {"clean": 0, "dedupe": 0, "language": 0, "publish": 0}
-    assert shrunk["published"]["sqlite"]["deleted"] == 6
+    assert shrunk["published"]["sqlite"]["deleted"] == 8
     fresh = tmp_path / "fresh"
     run_flow(corpus, fresh, config)
     assert keys(out) == keys(fresh)
     assert records(out) == records(fresh)
 
-    set_option(config, "run", "shard_size = 500")  # applies to new shards only
+    set_option(config, "run", "shard_size = 500")  # applies to shards being filled
     resized = run_flow(corpus, out, config)
     assert resized["read"]["computed"] == 0 and computed(resized) == {"clean": 0, "dedupe": 0, "language": 0, "publish": 0}
-    assert sorted(set(shards_of(out).values())) == [3, 4]
+    assert sorted(set(shards_of(out).values())) == [4, 5]
 
 
 def test_textmill_gc_reports_what_it_removed(prefect_server: None, seeds_copy: Path, config_copy: Path, tmp_path: Path) -> None:
