@@ -147,10 +147,13 @@ def command(argv: list[str]) -> None:
     step.layout()  # computed once per process; not part of a phase's time
     started = time.perf_counter()
     if argv[0] == "baseline":  # the fixed cost: libraries loaded, one shard's files read
-        from textmill.tasks.dedupe_bands import read_docs, read_partition_rows
+        import numpy as np
+
+        from textmill.tasks.dedupe_bands import read_docs, read_partition_rows, read_signatures
 
         first = Path(json.loads(Path(argv[1]).read_text())[0])
-        read_partition_rows(first, 0), read_docs(first, ["sig"]), step.layout()
+        read_partition_rows(first, 0), read_docs(first, ["id", "length", "date", "path"]), step.layout()
+        read_signatures(first, np.arange(len(read_docs(first, ["id"]))))
     elif argv[0] == "reduce":
         bundles = [Path(b) for b in json.loads(Path(argv[1]).read_text())]
         partial = step.reduce(int(argv[2]), bundles, Path(argv[3]))

@@ -63,11 +63,11 @@ UNKEYED_PARAMETERS = frozenset({"fresh", "index"})
 
 def cache_key(context: TaskRunContext, parameters: dict[str, Any]) -> str:
     """Key a shard task by what determines its output: step fingerprint and member keys (and
-    the store's layout, which its result refers into).
+    the layouts of the store and of bundles, which its result refers into).
 
     Document bodies never pass through here; lists of references are digested line by line.
     """
-    parts = [context.task.name, STORE_LAYOUT]
+    parts = [context.task.name, STORE_LAYOUT, shard.BUNDLE_LAYOUT]
     for name in sorted(parameters):
         if name in UNKEYED_PARAMETERS:
             continue

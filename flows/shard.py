@@ -38,7 +38,7 @@ _unloaded: dict[str, Step] = {}
 # Part of every publish key: publish states of an earlier layout are published again.
 PUBLISH_LAYOUT = "publish-2"
 # Bundles are folders (summaries plus the step's spilled files); a new layout gets new names.
-BUNDLE_LAYOUT = "bundle-v2"
+BUNDLE_LAYOUT = "bundle-v3"
 
 T = TypeVar("T")
 Report = Callable[[int], None]
@@ -295,9 +295,9 @@ def combine_index(paths: Paths, spec: StepSpec, partials: list[str]) -> str:
 
 
 def decisions_keys(spec: StepSpec, index_path: str, ids: dict[int, list[str]]) -> dict[int, str]:
-    """Per shard, what keys its apply task besides its documents: the step's `decisions_key`
-    for the shard's active ids (the index loaded here, once, without the step's models), or
-    the index itself when the step has none."""
+    """Per shard, the part of its apply task's cache key that stands for the index: the step's
+    `decisions_key` of the shard's active ids (the index loaded here, once, without the step's
+    models), or the index's path when the step has none."""
     step = unloaded_step(spec)
     assert isinstance(step, CorpusStep)
     if type(step).decisions_key is CorpusStep.decisions_key:

@@ -46,6 +46,9 @@ EMPTY = (1 << SLOT_BITS) - 1  # one row per document without words: counted, nev
 JACCARD, CONTAINMENT = 0, 1
 
 DOCS_FILE = "dedupe-docs.arrow"
+# Signatures apart, uncompressed (random values do not compress), so that a partition reads
+# the rows of the documents it verifies through a memory map instead of the whole column.
+SIGNATURES_FILE = "dedupe-signatures.npy"
 ROWS_FILE = "dedupe-rows.arrow"
 ROW_SCHEMA = pa.schema([("key", pa.uint64()), ("row", pa.uint32()), ("size", pa.uint32())])
 IPC_OPTIONS = pa.ipc.IpcWriteOptions(compression="zstd")
@@ -176,13 +179,11 @@ def write_shard_files(
             "length": pa.array([int(s["length"]) for _, s in summaries], pa.int64()),
             "date": pa.array([s.get("date") for _, s in summaries], pa.string()),
             "path": pa.array([s.get("path") or "" for _, s in summaries], pa.string()),
-            "sig": pa.FixedSizeListArray.from_arrays(
-                pa.array(signatures.reshape(-1), pa.uint32()), layout.num_perm
-            ) if n else pa.array([], pa.list_(pa.uint32(), layout.num_perm)),
         }
     )
     with pa.ipc.new_file(folder / DOCS_FILE, docs.schema, options=IPC_OPTIONS) as writer:
         writer.write_table(docs)
+    np.save(folder / SIGNATURES_FILE, np.ascontiguousarray(signatures.reshape(n, layout.num_perm), dtype="<u4"))
 
     census = np.empty(n, dtype=np.uint64)
     first_of_text: dict[str, int] = {}
@@ -231,7 +232,8 @@ def read_docs(folder: Path, columns: list[str]) -> pa.Table:
         return reader.read_all().select(columns)
 
 
-def signatures_of(table: pa.Table, num_perm: int) -> np.ndarray:
-    """The `(n, num_perm)` uint32 signatures of a documents table."""
-    column = table.column("sig").combine_chunks()
-    return column.flatten().to_numpy(zero_copy_only=False).reshape(-1, num_perm)
+def read_signatures(folder: Path, rows: np.ndarray) -> np.ndarray:
+    """The signatures of a shard's documents at `rows`, `(len(rows), num_perm)` uint32; only
+    their pages of the file are read."""
+    signatures = np.load(folder / SIGNATURES_FILE, mmap_mode="r")
+    return np.array(signatures[rows], dtype=np.uint32)

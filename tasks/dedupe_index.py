@@ -37,7 +37,7 @@ from textmill.tasks.dedupe_bands import (
     key_slots,
     read_docs,
     read_partition_rows,
-    signatures_of,
+    read_signatures,
     size_bucket,
 )
 
@@ -109,12 +109,11 @@ def reduce_partition(
         parts.append(Arrays({"key": key, "size": size, "src": np.full(len(key), i, np.int64), "row": row.astype(np.int64)}))
     rows = Arrays.concat(parts, _ROWS, _ROW_TYPES)
     del parts
-    rows = rows.take(np.lexsort((rows["row"], rows["src"], rows["size"], rows["key"])))
 
     previous = _load_state(state)
     kept_links, kept_members = _empty_links(), _empty_members()
     if previous is None:
-        new_links = _links(layout, thresholds, rows, bundles)
+        new_links = _links(layout, thresholds, _in_bucket_order(rows), bundles)
     else:
         old_folders, old_links, old_members = previous
         remap = np.array([source.get(folder.name, -1) for folder in old_folders], dtype=np.int64)
@@ -129,7 +128,7 @@ def reduce_partition(
         alive = (old_links["a_src"] >= 0) & (old_links["b_src"] >= 0)
         kept_links = old_links.take(alive & ~_member(old_links["key"], touched))
         kept_members = old_members.take(old_members["src"] >= 0)
-        new_links = _links(layout, thresholds, rows.take(_member(rows["key"], touched)), bundles)
+        new_links = _links(layout, thresholds, _in_bucket_order(rows.take(_member(rows["key"], touched))), bundles)
     links = Arrays.concat([kept_links, new_links], _LINKS, _LINK_TYPES)
     members = _members(links, kept_members, bundles)
     _save_state(state, bundles, links, members)
@@ -173,6 +172,12 @@ def combine_partials(partials: Iterable[dict[str, Any]]) -> dict[str, Any]:
 def _rank(doc_id: str, fields: list[Any]) -> tuple[Any, ...]:
     length, date, path = fields
     return (-length, date is None, date or "", path, doc_id)
+
+
+def _in_bucket_order(rows: Arrays) -> Arrays:
+    """`rows` sorted by key, then size, shard and row: each bucket's members together, in the
+    order oversized buckets are paired in. An update sorts only the rows of touched buckets."""
+    return rows.take(np.lexsort((rows["row"], rows["src"], rows["size"], rows["key"])))
 
 
 def _member(values: np.ndarray, sorted_set: np.ndarray) -> np.ndarray:
@@ -305,8 +310,10 @@ def _gather_signatures(num_perm: int, docs: np.ndarray, bundles: list[Path]) -> 
     row = (docs & np.uint64(0xFFFFFFFF)).astype(np.int64)
     bounds = np.searchsorted(src, np.arange(len(bundles) + 1))
     for s in np.flatnonzero(np.diff(bounds)):
-        table = read_docs(bundles[s], ["sig"])
-        out[bounds[s] : bounds[s + 1]] = signatures_of(table, num_perm)[row[bounds[s] : bounds[s + 1]]]
+        found = read_signatures(bundles[s], row[bounds[s] : bounds[s + 1]])
+        if found.shape[1] != num_perm:
+            raise ValueError(f"{bundles[s]} holds signatures of {found.shape[1]} values, expected {num_perm}")
+        out[bounds[s] : bounds[s + 1]] = found
     return out
 
 

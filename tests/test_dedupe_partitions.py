@@ -161,7 +161,9 @@ def test_bundle_keeps_the_summaries_for_apply(corpus: dict[str, str], tmp_path: 
     folder = tmp_path / "bundle"
     write_bundle(folder, pairs, step, 2)
     assert list(read_summaries(folder)) == pairs
-    assert sorted(p.name for p in folder.iterdir()) == ["dedupe-docs.arrow", "dedupe-rows.arrow", "summaries.jsonl.gz"]
+    assert sorted(p.name for p in folder.iterdir()) == [
+        "dedupe-docs.arrow", "dedupe-rows.arrow", "dedupe-signatures.npy", "summaries.jsonl.gz"
+    ]
     write_bundle(folder, [], step, 2)  # an existing bundle is never rewritten
     assert list(read_summaries(folder)) == pairs
 

@@ -1,4 +1,4 @@
-"""Task-runner choices that need no server: step tags."""
+"""Task-runner choices that need no server: step tags, parameters passed whole."""
 from __future__ import annotations
 
 import pytest
@@ -24,3 +24,19 @@ def test_an_unknown_step_tags_setting_is_a_config_error(monkeypatch: pytest.Monk
     monkeypatch.setenv(runners.STEP_TAGS_ENV, "sometimes")
     with pytest.raises(ConfigError, match="TEXTMILL_STEP_TAGS='sometimes'"):
         runners.tag_steps()
+
+
+def test_a_whole_parameter_survives_pickling_and_prefect_hands_it_over_unwalked() -> None:
+    import pickle
+
+    import cloudpickle
+    from prefect.utilities.engine import collect_task_run_inputs_sync, resolve_inputs_sync
+
+    from textmill.flows.shard import DocRef
+
+    refs = [DocRef(f"{n:04}.txt", "0" * 64, "ok") for n in range(3)]
+    passed = runners.whole(refs)
+    assert pickle.loads(pickle.dumps(passed)).unwrap() == refs, "a pickled quote would wrap a 1-tuple"
+    assert cloudpickle.loads(cloudpickle.dumps(passed)).unwrap() == refs
+    assert resolve_inputs_sync({"refs": passed}, return_data=True, max_depth=-1) == {"refs": refs}
+    assert collect_task_run_inputs_sync(passed) == set()
