@@ -4,10 +4,13 @@ A file keeps the shard it was first given for as long as it exists; an edit keep
 New files, in id order, top up the highest-numbered shard to this run's shard capacity and then
 open new shards numbered after it. The capacity is `shard_size`, or more when the corpus has
 more than `max_shards` shards' worth of files: every shard task costs Prefect a few
-milliseconds even when it is Cached, so a large corpus gets fewer, larger shards. So a scheduled run over a corpus that grows by new files touches
+milliseconds even when it is Cached, so a large corpus gets fewer, larger shards. New
+shards share the new files evenly; files that would fill fewer new shards than the run has
+workers are shared among more, up to one per worker as long as each gets half of
+`shard_size`, so a run that adds 1% still uses every core. So a scheduled run over a corpus that grows by new files touches
 only the shards they land in, and every other shard's tasks stay Cached; hashing ids to shards
 instead would spread 1% of new files over nearly every shard. A first run is the same rule
-from nothing: files in id order, the capacity to a shard.
+from nothing: files in id order, in even shares of at most the capacity.
 
 Shards emptied by deletions are gone (publish removes their outputs); shards thinned by
 deletions are not refilled, so their documents' results stay where they are. A changed
@@ -47,11 +50,13 @@ class ShardMap:
             return cls()
         return cls(shards)
 
-    def assign(self, sources: list[SourceFile], shard_size: int, max_shards: int) -> dict[int, list[SourceFile]]:
+    def assign(
+        self, sources: list[SourceFile], shard_size: int, max_shards: int, workers: int = 1
+    ) -> dict[int, list[SourceFile]]:
         """Each shard's files: known files where they were, new ones appended (see the module
         docstring). The map then holds exactly these files."""
-        if shard_size < 1 or max_shards < 1:
-            raise ValueError("shard_size and max_shards must be at least 1")
+        if shard_size < 1 or max_shards < 1 or workers < 1:
+            raise ValueError("shard_size, max_shards and workers must be at least 1")
         capacity = max(shard_size, -(-len(sources) // max_shards))
         members: dict[int, list[SourceFile]] = {}
         new: list[SourceFile] = []
@@ -63,12 +68,16 @@ class ShardMap:
                 members.setdefault(n, []).append(src)
         new.sort(key=lambda src: src.id)
         last = max(members, default=-1)
-        room = capacity - len(members[last]) if last >= 0 else 0
-        for src in new:
-            if room <= 0:
-                last, room = last + 1, capacity
-            members.setdefault(last, []).append(src)
-            room -= 1
+        room = max(0, capacity - len(members[last])) if last >= 0 else 0
+        for src in new[:room]:
+            members[last].append(src)
+        rest = new[room:]
+        opened = max(-(-len(rest) // capacity), min(workers, len(rest) // max(1, shard_size // 2)))
+        start = 0
+        for i in range(opened):  # even shares, the first ones one larger
+            size = len(rest) // opened + (i < len(rest) % opened)
+            members[last + 1 + i] = rest[start : start + size]
+            start += size
         self.shards = {src.id: n for n, group in members.items() for src in group}
         return dict(sorted(members.items()))
 

@@ -45,7 +45,15 @@ from textmill.flows.lock import output_folder_lock
 from textmill.flows.progress import listener, shard_done, shard_progress
 from textmill.flows.report import StageStats, build_manifest, steps_table, summary_markdown, write_manifest
 from textmill.flows.retry import retry_transient
-from textmill.flows.runners import DEFAULT_RUNNER, in_this_process, make_task_runner, run_in_process, tag_steps, whole
+from textmill.flows.runners import (
+    DEFAULT_RUNNER,
+    default_workers,
+    in_this_process,
+    make_task_runner,
+    run_in_process,
+    tag_steps,
+    whole,
+)
 from textmill.flows.shard import DocRef, Paths, ShardResult
 from textmill.flows.store import LAYOUT as STORE_LAYOUT
 from textmill.tasks.base import RunInfo
@@ -432,7 +440,9 @@ def run_pipeline(cfg: PipelineConfig, paths: Paths, corpus: str) -> dict[str, An
     with failing_as("discover failed"):
         sources, discovery = discover_sources(paths.corpus, paths.out)
     shard_map = ShardMap.load(paths.shard_map)
-    members = shard_map.assign(sources, cfg.run.shard_size, cfg.run.max_shards)
+    members = shard_map.assign(
+        sources, cfg.run.shard_size, cfg.run.max_shards, cfg.run.workers or default_workers(cfg.run.runner)
+    )
     shard_map.save(paths.shard_map)
     runner = Runner(paths, cfg.run, {}, RunRecord(run_id=str(flow_run.id)), tag_steps=tag_steps())
     shards = list(members)

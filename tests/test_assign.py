@@ -52,3 +52,18 @@ def test_an_unreadable_or_foreign_map_is_a_first_run(tmp_path: Path) -> None:
         path.write_text(text)
         assert ShardMap.load(path).shards == {}
     assert ShardMap.load(tmp_path / "missing.json").shards == {}
+
+
+def test_new_shards_share_the_new_files_evenly_and_few_of_them_spread_over_the_workers() -> None:
+    first = ShardMap().assign(files(*(f"a{n:03}" for n in range(45))), shard_size=10, max_shards=64, workers=2)
+    assert [len(group) for group in first.values()] == [9, 9, 9, 9, 9]
+    shard_map = ShardMap()
+    shard_map.assign(files(*(f"a{n:03}" for n in range(40))), shard_size=10, max_shards=2, workers=2)
+    grown = shard_map.assign(
+        files(*(f"a{n:03}" for n in range(40)), *(f"b{n:03}" for n in range(30))), shard_size=10, max_shards=2, workers=2
+    )
+    assert [len(group) for group in grown.values()] == [20, 35, 8, 7], (
+        "the last shard topped up to the new capacity (70 / 2), the other 15 new files one new shard per worker"
+    )
+    few = ShardMap().assign(files(*(f"c{n:03}" for n in range(9))), shard_size=20, max_shards=64, workers=4)
+    assert [len(group) for group in few.values()] == [9], "no new shard below half of shard_size for a worker's sake"
