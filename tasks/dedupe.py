@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import json
 import re
 from collections.abc import Iterable
 from pathlib import Path
@@ -192,8 +191,8 @@ class Deduplicator(CorpusStep):
         clusters = index["clusters"]
         key = hashlib.sha256()
         for doc_id in doc_ids:
-            key.update(json.dumps([doc_id, clusters.get(doc_id)], sort_keys=True).encode())
-            key.update(b"\n")
+            entry = clusters.get(doc_id) or {"cluster": "", "duplicate_of": None}  # ids are never empty
+            key.update(f"{doc_id}\0{entry['cluster']}\0{entry['duplicate_of'] or ''}\0".encode())
         return key.hexdigest()
 
     def apply(self, doc: Document, summary: dict[str, Any], decision: dict[str, Any]) -> Document:

@@ -209,3 +209,16 @@ def test_signature_rows_are_uint32(corpus: dict[str, str], tmp_path: Path) -> No
     assert key.dtype == np.uint64 and row.dtype == np.uint32 and size.dtype == np.uint32
     layout = step.layout()
     assert len(key) == 10 + 9 * len(layout.starts)  # a census row each; band rows for the 9 distinct texts
+
+
+def test_decisions_key_follows_the_shards_cluster_entries_only() -> None:
+    step = Deduplicator()
+    index = {"clusters": {"a": {"cluster": "a", "duplicate_of": None}, "b": {"cluster": "a", "duplicate_of": "a"}}}
+    key = step.decisions_key(index, ["a", "c"])
+    other_shard_changed = {"clusters": {**index["clusters"], "b": {"cluster": "b", "duplicate_of": None}}}
+    assert step.decisions_key(other_shard_changed, ["a", "c"]) == key
+    canonical_moved = {"clusters": {**index["clusters"], "a": {"cluster": "b", "duplicate_of": "b"}}}
+    assert step.decisions_key(canonical_moved, ["a", "c"]) != key
+    joined = {"clusters": {**index["clusters"], "c": {"cluster": "a", "duplicate_of": "a"}}}
+    assert step.decisions_key(joined, ["a", "c"]) != key
+    assert step.decisions_key(index, ["c", "a"]) != key, "the shard's order is part of the key"
