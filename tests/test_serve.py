@@ -20,7 +20,13 @@ pytestmark = pytest.mark.slow
 
 
 def api(url: str, path: str, body: dict | None = None) -> object:
-    response = httpx.post(f"{url}{path}", json=body or {}, timeout=10)
+    """POST to the Prefect API, retrying 503 and 429 as Prefect's own client does: a
+    SQLite-backed server answers 503 while another writer holds its database lock."""
+    for attempt in range(6):
+        response = httpx.post(f"{url}{path}", json=body or {}, timeout=10)
+        if response.status_code not in (429, 503) or attempt == 5:
+            break
+        time.sleep(0.5 * 2**attempt)
     response.raise_for_status()
     return response.json()
 
