@@ -1,6 +1,7 @@
 """Helpers for tests that run the real Prefect flow."""
 from __future__ import annotations
 
+import importlib
 import json
 import time
 from pathlib import Path
@@ -101,3 +102,11 @@ def write_plugin(site: Path, module: str, source: str, entry_points: str) -> Non
     (site / f"{module}.py").write_text(source)
     (dist / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {name}\nVersion: 0.1\n")
     (dist / "entry_points.txt").write_text(f"[textmill.steps]\n{entry_points}\n")
+
+
+def install_plugin(monkeypatch: Any, site: Path, module: str, source: str, entry_points: str) -> Path:
+    """`write_plugin`, then `site` on sys.path for this test (worker processes inherit it)."""
+    write_plugin(site, module, source, entry_points)
+    monkeypatch.syspath_prepend(str(site))
+    importlib.invalidate_caches()
+    return site

@@ -1,7 +1,6 @@
 """Third-party steps: registered from outside the package, placed by config alone."""
 from __future__ import annotations
 
-import importlib
 import shutil
 import textwrap
 from pathlib import Path
@@ -9,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from conftest import CONFIG, SEEDS
-from flowkit import computed, records, run_flow, write_plugin
+from flowkit import computed, install_plugin, records, run_flow
 from textmill.flows.config import load_config
 from textmill.tasks.base import ConfigError
 from textmill.tasks.registry import load_registry
@@ -42,11 +41,9 @@ class WordCounter(DocumentStep):
 @pytest.fixture
 def plugin(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """A throwaway distribution, `textmill-wordcount`, installed by putting it on sys.path."""
-    site = tmp_path / "site"
-    write_plugin(site, "textmill_wordcount", PLUGIN, "wordcount = textmill_wordcount:WordCounter")
-    monkeypatch.syspath_prepend(str(site))
-    importlib.invalidate_caches()
-    return site
+    return install_plugin(
+        monkeypatch, tmp_path / "site", "textmill_wordcount", PLUGIN, "wordcount = textmill_wordcount:WordCounter"
+    )
 
 
 def config_with_plugin(tmp_path: Path, options: str = "") -> Path:
@@ -137,10 +134,7 @@ class IdList(SinkStep):
 def test_a_sink_that_publishes_the_whole_corpus_at_once_still_works(
     prefect_server: None, seeds_copy: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    site = tmp_path / "site"
-    write_plugin(site, "textmill_idlist", SINK_PLUGIN, "idlist = textmill_idlist:IdList")
-    monkeypatch.syspath_prepend(str(site))
-    importlib.invalidate_caches()
+    install_plugin(monkeypatch, tmp_path / "site", "textmill_idlist", SINK_PLUGIN, "idlist = textmill_idlist:IdList")
     config = tmp_path / "pipeline.toml"
     config.write_text('[pipeline]\nsteps = ["clean", "idlist"]\n[run]\nshard_size = 2\n')
     out = tmp_path / "out"

@@ -2,7 +2,6 @@
 each step once per process, report their task runs to the run's server and move the bars per batch."""
 from __future__ import annotations
 
-import importlib
 import multiprocessing
 import os
 import re
@@ -17,7 +16,7 @@ import pytest
 
 from bench.synth import generate
 from conftest import CONFIG, shared_path
-from flowkit import Recorder, jsonl_lines, set_option, task_run_states, write_plugin
+from flowkit import Recorder, install_plugin, jsonl_lines, set_option, task_run_states
 from textmill.flows.pipeline import textmill
 from textmill.flows.progress import set_listener
 from textmill.flows.runners import ShardProcessRunner, make_task_runner
@@ -56,11 +55,9 @@ class SetupLog(DocumentStep):
 @pytest.fixture
 def setup_log_step(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """A throwaway distribution with the `setuplog` step, on sys.path (worker processes inherit it)."""
-    site = tmp_path / "site"
-    write_plugin(site, "textmill_setuplog", SETUP_LOG_STEP, "setuplog = textmill_setuplog:SetupLog")
-    monkeypatch.syspath_prepend(str(site))
-    importlib.invalidate_caches()
-    return site
+    return install_plugin(
+        monkeypatch, tmp_path / "site", "textmill_setuplog", SETUP_LOG_STEP, "setuplog = textmill_setuplog:SetupLog"
+    )
 
 
 def config_with(tmp_path: Path, name: str, log: Path, shard_size: int) -> Path:
