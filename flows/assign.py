@@ -5,9 +5,10 @@ New files, in id order, top up the highest-numbered shard to this run's shard ca
 open new shards numbered after it. The capacity is `shard_size`, or more when the corpus has
 more than `max_shards` shards' worth of files: every shard task costs Prefect a few
 milliseconds even when it is Cached, so a large corpus gets fewer, larger shards. New
-shards share the new files evenly; files that would fill fewer new shards than the run has
-workers are shared among more, up to one per worker as long as each gets half of
-`shard_size`, so a run that adds 1% still uses every core. So a scheduled run over a corpus that grows by new files touches
+shards share the new files evenly, and come in a multiple of the run's workers as long as each
+gets half of `shard_size`: equal shards on every worker finish together (5 shards on 2 workers
+leave one worker idle for a fifth of the stage; 6 do not), and a run that adds 1% still uses
+every core. So a scheduled run over a corpus that grows by new files touches
 only the shards they land in, and every other shard's tasks stay Cached; hashing ids to shards
 instead would spread 1% of new files over nearly every shard. A first run is the same rule
 from nothing: files in id order, in even shares of at most the capacity.
@@ -73,6 +74,9 @@ class ShardMap:
             members[last].append(src)
         rest = new[room:]
         opened = max(-(-len(rest) // capacity), min(workers, len(rest) // max(1, shard_size // 2)))
+        balanced = -(-opened // workers) * workers
+        if rest and len(rest) // balanced >= max(1, shard_size // 2):
+            opened = balanced
         start = 0
         for i in range(opened):  # even shares, the first ones one larger
             size = len(rest) // opened + (i < len(rest) % opened)

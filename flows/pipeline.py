@@ -51,6 +51,7 @@ from textmill.flows.runners import (
     in_this_process,
     make_task_runner,
     run_in_process,
+    runner_workers,
     tag_steps,
     whole,
 )
@@ -441,7 +442,7 @@ def run_pipeline(cfg: PipelineConfig, paths: Paths, corpus: str) -> dict[str, An
         sources, discovery = discover_sources(paths.corpus, paths.out)
     shard_map = ShardMap.load(paths.shard_map)
     members = shard_map.assign(
-        sources, cfg.run.shard_size, cfg.run.max_shards, cfg.run.workers or default_workers(cfg.run.runner)
+        sources, cfg.run.shard_size, cfg.run.max_shards, runner_workers(cfg.run.workers or default_workers(cfg.run.runner))
     )
     shard_map.save(paths.shard_map)
     runner = Runner(paths, cfg.run, {}, RunRecord(run_id=str(flow_run.id)), tag_steps=tag_steps())

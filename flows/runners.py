@@ -146,6 +146,21 @@ def flow_task_runner() -> Any:
     return getattr(FlowRunContext.get(), "task_runner", None)
 
 
+def runner_workers(fallback: int) -> int:
+    """Shard tasks the flow run's task runner runs at once (`--workers` included, which the
+    config does not see): a pool's size, a Dask cluster's threads; `fallback` when it cannot
+    tell (an unbounded pool, no flow run)."""
+    runner = flow_task_runner()
+    client = getattr(runner, "_client", None)
+    if client is not None:
+        return sum(client.nthreads().values()) or fallback
+    kwargs = getattr(runner, "cluster_kwargs", None)
+    if isinstance(kwargs, dict) and kwargs.get("n_workers"):
+        return int(kwargs["n_workers"]) * int(kwargs.get("threads_per_worker") or 1)
+    size = getattr(runner, "_max_workers", None)
+    return size if isinstance(size, int) and 0 < size < 1 << 16 else fallback
+
+
 def run_in_process(shards: int) -> None:
     """Tell the flow run's task runner how many shards each stage has: with one, worker
     processes would only add their start-up (a no-op for other runners)."""

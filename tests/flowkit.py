@@ -8,13 +8,17 @@ from pathlib import Path
 from typing import Any
 
 from textmill.flows.pipeline import textmill
+from textmill.flows.runners import make_task_runner
 
 from conftest import CONFIG
 
 
-def run_flow(corpus: Path, out: Path, config: Path = CONFIG) -> dict[str, Any]:
-    """Run the flow from this process (the default runner) and return its manifest."""
-    return textmill(corpus=str(corpus), out=str(out), config=str(config))
+def run_flow(corpus: Path, out: Path, config: Path = CONFIG, workers: int | None = None) -> dict[str, Any]:
+    """Run the flow from this process (the default runner, `workers` processes when given: new
+    shards come in multiples of the workers, so a test of the shard layout names them) and
+    return its manifest."""
+    flow = textmill if workers is None else textmill.with_options(task_runner=make_task_runner("processes", workers))
+    return flow(corpus=str(corpus), out=str(out), config=str(config))
 
 
 def shards_of(out: Path) -> dict[str, int]:

@@ -56,7 +56,7 @@ def test_an_unreadable_or_foreign_map_is_a_first_run(tmp_path: Path) -> None:
 
 def test_new_shards_share_the_new_files_evenly_and_few_of_them_spread_over_the_workers() -> None:
     first = ShardMap().assign(files(*(f"a{n:03}" for n in range(45))), shard_size=10, max_shards=64, workers=2)
-    assert [len(group) for group in first.values()] == [9, 9, 9, 9, 9]
+    assert [len(group) for group in first.values()] == [8, 8, 8, 7, 7, 7], "six shards, not five: three per worker"
     shard_map = ShardMap()
     shard_map.assign(files(*(f"a{n:03}" for n in range(40))), shard_size=10, max_shards=2, workers=2)
     grown = shard_map.assign(
@@ -67,3 +67,16 @@ def test_new_shards_share_the_new_files_evenly_and_few_of_them_spread_over_the_w
     )
     few = ShardMap().assign(files(*(f"c{n:03}" for n in range(9))), shard_size=20, max_shards=64, workers=4)
     assert [len(group) for group in few.values()] == [9], "no new shard below half of shard_size for a worker's sake"
+
+
+def test_new_shards_come_in_a_multiple_of_the_workers_unless_they_would_be_under_half_size() -> None:
+    corpus = files(*(f"{n:04}" for n in range(2225)))
+    assert [len(g) for g in ShardMap().assign(corpus, shard_size=500, max_shards=64, workers=1).values()] == [445] * 5
+    balanced = ShardMap().assign(corpus, shard_size=500, max_shards=64, workers=2)
+    assert [len(g) for g in balanced.values()] == [371] * 5 + [370], "5 shards on 2 workers leave one idle a fifth of the time"
+    assert len(ShardMap().assign(corpus, shard_size=500, max_shards=64, workers=4)) == 8
+    assert len(ShardMap().assign(corpus, shard_size=500, max_shards=64, workers=3)) == 6
+    small = ShardMap().assign(files(*(f"{n:03}" for n in range(5))), shard_size=4, max_shards=64, workers=4)
+    assert [len(g) for g in small.values()] == [3, 2], "four shards would hold under half of shard_size each"
+    single = ShardMap().assign(files("a", "b", "c"), shard_size=1, max_shards=64, workers=2)
+    assert [len(g) for g in single.values()] == [1, 1, 1], "never an empty shard"

@@ -133,7 +133,7 @@ def test_worker_processes_give_the_same_corpus_as_threads(
     assert warm["counts"] == processes["counts"] and all(s["computed"] == 0 for s in warm["steps"].values())
     assert not spawned, "a warm run, served from the cache, starts no worker process"
 
-    shards = 5  # 80 files, 16 to a shard
+    shards = 6  # 80 files, 16 to a shard: 5, made 6 so that each of the 2 workers gets 3
     per_shard = ("read", "clean", "setuplog", "language", "entities")
     states = task_run_states(processes["run_id"], expected=shards * len(per_shard), timeout=30)
     assert set(states.values()) == {"Completed"}, states

@@ -36,7 +36,7 @@ def test_a_change_rewrites_only_its_shard_and_sqlite_in_place(
     prefect_server: None, seeds_copy: Path, config: Path, tmp_path: Path
 ) -> None:
     out = tmp_path / "out"
-    first = run_flow(seeds_copy, out, config)
+    first = run_flow(seeds_copy, out, config, workers=1)
     shard_of = shards_of(out)
     shards = set(shard_of.values())
     assert shards == {0, 1, 2}, "five seeds in id order, two to a shard"
@@ -46,7 +46,7 @@ def test_a_change_rewrites_only_its_shard_and_sqlite_in_place(
 
     edited = next(p for p in sorted(seeds_copy.iterdir()) if p.name.startswith("003"))
     edited.write_text(edited.read_text() + "\nA closing line added by the newsroom on a later day.\n")
-    second = run_flow(seeds_copy, out, config)
+    second = run_flow(seeds_copy, out, config, workers=1)
     after = published_files(out)
     assert shards_of(out) == shard_of, "an edit keeps every file's shard"
     touched = parts_of(out, shard_of[edited.name])
@@ -70,10 +70,10 @@ def test_deletions_remove_rows_and_removed_shards_lose_their_parts(
     prefect_server: None, seeds_copy: Path, config: Path, tmp_path: Path
 ) -> None:
     out = tmp_path / "out"
-    run_flow(seeds_copy, out, config)
+    run_flow(seeds_copy, out, config, workers=1)
     removed = next(p for p in sorted(seeds_copy.iterdir()) if p.name.startswith("002"))
     removed.unlink()
-    manifest = run_flow(seeds_copy, out, config)
+    manifest = run_flow(seeds_copy, out, config, workers=1)
     assert manifest["documents"] == 4
     assert manifest["published"]["sqlite"]["deleted"] == 1
     assert removed.name not in records(out)
@@ -89,7 +89,7 @@ def test_deletions_remove_rows_and_removed_shards_lose_their_parts(
     last = next(p for p in sorted(seeds_copy.iterdir()) if p.name.startswith("004"))
     assert shards_of(out)[last.name] == 2 and list(shards_of(out).values()).count(2) == 1
     last.unlink()  # shard 2's only file: its parts must go
-    two = run_flow(seeds_copy, out, config)
+    two = run_flow(seeds_copy, out, config, workers=1)
     assert two["documents"] == 3
     assert sorted(p.name for p in (out / "documents").iterdir()) == ["part-00000.parquet", "part-00001.parquet"]
     assert sorted(p.name for p in (out / "jsonl").iterdir()) == ["part-00000.jsonl", "part-00001.jsonl"]
@@ -101,7 +101,7 @@ def test_the_dataset_reads_as_one_table_with_the_records_and_a_warm_run_reads_no
     prefect_server: None, seeds_copy: Path, config: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     out = tmp_path / "out"
-    run_flow(seeds_copy, out, config)
+    run_flow(seeds_copy, out, config, workers=1)
     recs = records(out)
     frame = pd.read_parquet(out / "documents").set_index("id")
     assert sorted(frame.index) == sorted(recs) and len(list((out / "documents").iterdir())) > 1
@@ -117,7 +117,7 @@ def test_the_dataset_reads_as_one_table_with_the_records_and_a_warm_run_reads_no
         raise AssertionError(f"a warm run read record {key}")
 
     monkeypatch.setattr(Store, "get_doc", refuse)
-    warm = run_flow(seeds_copy, out, config)
+    warm = run_flow(seeds_copy, out, config, workers=1)
     assert computed(warm)["publish"] == 0 and warm["steps"]["publish"]["cached"] == 5
     assert warm["counts"] == {"duplicate": 2, "ok": 3}
     assert published_files(out) == before

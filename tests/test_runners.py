@@ -40,3 +40,9 @@ def test_a_whole_parameter_survives_pickling_and_prefect_hands_it_over_unwalked(
     assert cloudpickle.loads(cloudpickle.dumps(passed)).unwrap() == refs
     assert resolve_inputs_sync({"refs": passed}, return_data=True, max_depth=-1) == {"refs": refs}
     assert collect_task_run_inputs_sync(passed) == set()
+
+
+def test_runner_workers_outside_a_flow_run_is_the_fallback() -> None:
+    from textmill.flows.runners import runner_workers
+
+    assert runner_workers(3) == 3

@@ -118,11 +118,11 @@ def test_gc_after_an_edit_keeps_exactly_what_a_cold_run_stores(
 def test_a_cached_shards_rows_survive_gc(prefect_server: None, seeds_copy: Path, config_copy: Path, tmp_path: Path) -> None:
     config = pipeline(config_copy, shard_size=2, keep_runs=1)
     out = tmp_path / "out"
-    run_flow(seeds_copy, out, config)
+    run_flow(seeds_copy, out, config, workers=1)
     by_shard = {n: keys_of(path) for n, path in packs(out).items()}
     assert sorted(by_shard) == [0, 1, 2] and list(shards_of(out).values()).count(2) == 1
     (seeds_copy / "harvest.txt").write_text("A short note on the harvest in the valley, written for this test alone.\n")
-    second = run_flow(seeds_copy, out, config)
+    second = run_flow(seeds_copy, out, config, workers=1)
     assert second["read"]["computed"] == 1
     assert shards_of(out)["harvest.txt"] == 2, "a new file tops up the last shard"
     # 3 shards x (read, clean, dedupe summary and apply, language, publish), 2 dedupe
@@ -134,7 +134,7 @@ def test_a_cached_shards_rows_survive_gc(prefect_server: None, seeds_copy: Path,
         assert all(states[f"{step}-{shard}"] == "Cached" for step in ("clean", "language", "publish")), states
         # The run before is no longer kept, yet the shard it computed and this run only cached keeps every row.
         assert keys_of(packs(out)[shard]) == by_shard[shard]
-    third = run_flow(seeds_copy, out, config)
+    third = run_flow(seeds_copy, out, config, workers=1)
     assert computed(third) == {"clean": 0, "dedupe": 0, "language": 0, "publish": 0}
 
 
