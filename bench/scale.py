@@ -111,7 +111,7 @@ def baseline_run(corpus: Path, out: Path, steps: tuple[str, ...], env: dict[str,
     try:
         measured = measure_tree("baseline", argv, env, log, memory_cap=cap)
     except CommandFailed as exc:
-        tail = str(exc)
+        tail = str(exc).replace(f"{REPO}/", "")  # the traceback's paths, relative to the repository
         if "MemoryError" in tail or "Killed" in tail or "exited -9" in tail:
             return {"out_of_memory": True, "memory_cap_gib": round(cap / 1024**3, 1), "error": tail[-300:]}
         raise
