@@ -20,10 +20,17 @@ pytestmark = pytest.mark.slow
 
 
 def api(url: str, path: str, body: dict | None = None) -> object:
-    """POST to the Prefect API, retrying 503 and 429 as Prefect's own client does: a
-    SQLite-backed server answers 503 while another writer holds its database lock."""
+    """POST to the Prefect API, retrying 503, 429 and a timed-out read: a SQLite-backed
+    server answers 503, or nothing for a while, while another writer holds its database lock
+    (the test suite's other workers load the machine meanwhile)."""
     for attempt in range(6):
-        response = httpx.post(f"{url}{path}", json=body or {}, timeout=10)
+        try:
+            response = httpx.post(f"{url}{path}", json=body or {}, timeout=30)
+        except httpx.TimeoutException:
+            if attempt == 5:
+                raise
+            time.sleep(0.5 * 2**attempt)
+            continue
         if response.status_code not in (429, 503) or attempt == 5:
             break
         time.sleep(0.5 * 2**attempt)
