@@ -55,7 +55,7 @@ from textmill.flows.runners import (
     tag_steps,
     whole,
 )
-from textmill.flows.shard import DocRef, Paths, ShardResult
+from textmill.flows.shard import Paths, RefList, ShardOutcome
 from textmill.flows.store import LAYOUT as STORE_LAYOUT
 from textmill.tasks.base import RunInfo
 from textmill.tasks.filehashes import FileHashes
@@ -74,15 +74,16 @@ def cache_key(context: TaskRunContext, parameters: dict[str, Any]) -> str:
     """Key a shard task by what determines its output: step fingerprint and member keys (and
     the layouts of the store and of bundles, which its result refers into).
 
-    Document bodies never pass through here; lists of references are digested line by line.
+    Document bodies never pass through here, nor lists of references: a `RefList` is keyed by
+    its own key (the digest of its lines); a shard's source files are digested line by line.
     """
     parts = [context.task.name, STORE_LAYOUT, shard.BUNDLE_LAYOUT]
     for name in sorted(parameters):
         if name in UNKEYED_PARAMETERS:
             continue
         value = unquoted(parameters[name])
-        if isinstance(value, list) and value and isinstance(value[0], DocRef):
-            parts.append(digest_lines(f"{r.id} {r.key} {r.status}" for r in value))
+        if isinstance(value, RefList):
+            parts.append(value.key)
         elif isinstance(value, list) and value and isinstance(value[0], SourceFile):
             parts.append(digest_lines(f"{s.id} {s.sha256} {s.size}" for s in value))
         elif isinstance(value, StepSpec):
@@ -98,7 +99,7 @@ def publish_cache_key(context: TaskRunContext, parameters: dict[str, Any]) -> st
     if parameters["repair"]:
         return None
     token = shard.publish_cache_token(
-        parameters["paths"], parameters["step"], parameters["shard_no"], unquoted(parameters["refs"]), parameters["force"]
+        parameters["paths"], parameters["step"], parameters["shard_no"], parameters["refs"], parameters["force"]
     )
     return None if token is None else digest([context.task.name, token])
 
@@ -147,7 +148,7 @@ def discover_sources(corpus: str, out: str) -> tuple[list[SourceFile], Discovery
 
 
 @task(name="read")
-def read_task(paths: Paths, shard_no: int, sources: list[SourceFile], settings: InputSection, reader: str) -> ShardResult:
+def read_task(paths: Paths, shard_no: int, sources: list[SourceFile], settings: InputSection, reader: str) -> ShardOutcome:
     """Read one shard's files into raw documents (`reader`, the reader's fingerprint, keys the cache)."""
     report = shard_progress("read", shard_no)
     result = shard.in_pack(paths, shard_no, current_task_key(), lambda p: shard.read_shard(p, sources, settings, report))
@@ -155,19 +156,23 @@ def read_task(paths: Paths, shard_no: int, sources: list[SourceFile], settings: 
 
 
 @task(name="document-step")
-def document_task(paths: Paths, step: StepSpec, shard_no: int, refs: list[DocRef]) -> ShardResult:
+def document_task(paths: Paths, step: StepSpec, shard_no: int, refs: RefList) -> ShardOutcome:
     """Run a document-scope step over one shard."""
     report = shard_progress(step.name, shard_no)
-    result = shard.in_pack(paths, shard_no, current_task_key(), lambda p: shard.run_document_shard(p, step, refs, report))
+    result = shard.in_pack(
+        paths, shard_no, current_task_key(),
+        lambda p: shard.run_document_shard(p, step, shard.load_refs(p.store, refs), report),
+    )
     return log_shard(step.name, shard_no, result)
 
 
 @task(name="summarize")
-def summarize_task(paths: Paths, step: StepSpec, shard_no: int, refs: list[DocRef], partitions: int) -> ShardResult:
+def summarize_task(paths: Paths, step: StepSpec, shard_no: int, refs: RefList, partitions: int) -> ShardOutcome:
     """Per-document summaries for a corpus-scope step, over one shard, spilled for `partitions`."""
     report = shard_progress(step.name, shard_no)
     result = shard.in_pack(
-        paths, shard_no, current_task_key(), lambda p: shard.summarize_shard(p, step, refs, partitions, report)
+        paths, shard_no, current_task_key(),
+        lambda p: shard.summarize_shard(p, step, shard.load_refs(p.store, refs), partitions, report),
     )
     return log_shard(step.name, shard_no, result)
 
@@ -189,17 +194,20 @@ def apply_task(
     paths: Paths,
     step: StepSpec,
     shard_no: int,
-    refs: list[DocRef],
+    refs: RefList,
     bundle: str,
     index: str,
     decisions: str,
-    fresh: list[str],
-) -> ShardResult:
+    fresh: str | None,
+) -> ShardOutcome:
     """Apply a corpus-scope step's index to one shard (`decisions`: the key of its decisions for
-    this shard; `fresh`: ids summarized this run, for the counts)."""
+    this shard; `fresh`: the key of the ids summarized this run, for the counts)."""
     report = shard_progress(f"{step.name}:apply", shard_no)
     return shard.in_pack(
-        paths, shard_no, current_task_key(), lambda p: shard.apply_shard(p, step, refs, bundle, index, fresh, report)
+        paths, shard_no, current_task_key(),
+        lambda p: shard.apply_shard(
+            p, step, shard.load_refs(p.store, refs), bundle, index, shard.load_ids(p.store, fresh), report
+        ),
     )
 
 
@@ -208,11 +216,11 @@ def publish_shard_task(
     paths: Paths,
     step: StepSpec | None,
     shard_no: int,
-    refs: list[DocRef],
+    refs: RefList,
     run: RunInfo,
     force: bool,
     repair: bool = False,
-) -> ShardResult:
+) -> ShardOutcome:
     """Publish one shard's final records (skipped when they and its files are unchanged);
     `force` and `repair` write it in any case, `repair` also bypassing Prefect's cache."""
     report = shard_progress("publish", shard_no)
@@ -274,7 +282,7 @@ def failing_as(where: str) -> Iterator[None]:
         raise
 
 
-def log_shard(stage: str, shard_no: int, result: ShardResult) -> ShardResult:
+def log_shard(stage: str, shard_no: int, result: ShardOutcome) -> ShardOutcome:
     get_run_logger().info(
         "%s-%s: %s computed, %s cached, %s skipped", stage, shard_no, result.computed, result.cached, result.skipped
     )
@@ -375,7 +383,7 @@ class Runner:
 
     def map_shards(
         self, stage: str, submit: Callable[[int], PrefectFuture], shards: Sequence[int], sizes: dict[int, int]
-    ) -> dict[int, ShardResult]:
+    ) -> dict[int, ShardOutcome]:
         """Submit one task per shard, resolve every future, then fail with the first failure.
 
         Progress: the shard functions report their batches themselves (from a worker process
@@ -385,7 +393,7 @@ class Runner:
         progress.start(stage, sum(sizes.values()))
         started = time.perf_counter()
         futures = {submit(n): n for n in shards}
-        results: dict[int, ShardResult] = {}
+        results: dict[int, ShardOutcome] = {}
         failures: list[tuple[int, BaseException]] = []
         for future in as_completed(list(futures)):
             n = futures[future]
@@ -397,7 +405,7 @@ class Runner:
                 failures.append((n, exc))
                 continue
             if future.state.name == "Cached":
-                result = replace(result, computed=0, updated=0, cached=result.computed + result.cached, fresh=[])
+                result = replace(result, computed=0, updated=0, cached=result.computed + result.cached, fresh=None)
             if result.task_key:
                 self.record.add_task(n, result.task_key)
             self.remember(future, result.bundle)
@@ -462,10 +470,10 @@ def run_pipeline(cfg: PipelineConfig, paths: Paths, corpus: str) -> dict[str, An
 
     sink: StepSpec | None = None
     for step in cfg.steps:
-        sizes = {n: len(refs[n]) for n in shards}
+        sizes = {n: refs[n].count for n in shards}
         if step.scope == "document":
             doc_task = runner.configure(document_task, f"{step.name}-{{shard_no}}", step.name)
-            results = runner.map_shards(step.name, lambda n: doc_task.submit(paths, step, n, whole(refs[n])), shards, sizes)
+            results = runner.map_shards(step.name, lambda n: doc_task.submit(paths, step, n, refs[n]), shards, sizes)
         elif step.scope == "corpus":
             results = run_corpus_step(runner, step, shards, refs, sizes)
         else:
@@ -508,7 +516,7 @@ def run_pipeline(cfg: PipelineConfig, paths: Paths, corpus: str) -> dict[str, An
 
 
 def publish_shards(
-    runner: Runner, sink: StepSpec | None, shards: list[int], refs: dict[int, list[DocRef]], run: RunInfo
+    runner: Runner, sink: StepSpec | None, shards: list[int], refs: dict[int, RefList], run: RunInfo
 ) -> shard.PublishOutcome:
     """One publish task per shard, in parallel, then one that finishes the publish; the stage's
     seconds cover both. Every shard is published again when the last finished publish's shared
@@ -518,13 +526,13 @@ def publish_shards(
     publish = runner.configure(publish_shard_task, "publish-{shard_no}", "publish", key=publish_cache_key)
     runner.map_shards(
         "publish",
-        lambda n: publish.submit(paths, sink, n, whole(refs[n]), run, force),
+        lambda n: publish.submit(paths, sink, n, refs[n], run, force),
         shards,
-        {n: len(refs[n]) for n in shards},
+        {n: refs[n].count for n in shards},
     )
     started = time.perf_counter()
     with failing_as("publish failed"), in_this_process():
-        repairs = [publish.submit(paths, sink, n, whole(refs[n]), run, True, True) for n in shard.unpublished(paths, shards)]
+        repairs = [publish.submit(paths, sink, n, refs[n], run, True, True) for n in shard.unpublished(paths, shards)]
         stats = runner.stages["publish"]
         for future in repairs:
             repaired = future.result().computed
@@ -536,27 +544,27 @@ def publish_shards(
 
 
 def run_corpus_step(
-    runner: Runner, step: StepSpec, shards: list[int], refs: dict[int, list[DocRef]], sizes: dict[int, int]
-) -> dict[int, ShardResult]:
+    runner: Runner, step: StepSpec, shards: list[int], refs: dict[int, RefList], sizes: dict[int, int]
+) -> dict[int, ShardOutcome]:
     """Summarize per shard, reduce per partition, combine once, apply per shard; the step's
     seconds cover them all."""
     paths = runner.paths
     summarize = runner.configure(summarize_task, f"{step.name}-summarize-{{shard_no}}", step.name)
     partitions = shard.partition_count(step, len(shards))
     summaries = runner.map_shards(
-        step.name, lambda n: summarize.submit(paths, step, n, whole(refs[n]), partitions), shards, sizes
+        step.name, lambda n: summarize.submit(paths, step, n, refs[n], partitions), shards, sizes
     )
     bundles = {n: r.bundle or "" for n, r in summaries.items()}
     started = time.perf_counter()
     summarized = runner.stages[step.name].computed + runner.stages[step.name].cached
     index_path = build_index(runner, step, sorted(bundles.values()), partitions, summarized)
-    decisions = shard.decisions_keys(step, index_path, {n: [r.id for r in refs[n] if r.active] for n in shards})
+    decisions = shard.decisions_keys(step, index_path, paths, refs)
     runner.stages[step.name].seconds += time.perf_counter() - started
     apply = runner.configure(apply_task, f"{step.name}-{{shard_no}}", step.name)
     applied = runner.map_shards(
         f"{step.name}:apply",
         lambda n: apply.submit(
-            paths, step, n, whole(refs[n]), bundles[n], index_path, decisions[n], whole(summaries[n].fresh)
+            paths, step, n, refs[n], bundles[n], index_path, decisions[n], summaries[n].fresh
         ),
         shards,
         sizes,

@@ -2,7 +2,9 @@
 
 Pure Python, no Prefect: the flow wraps these functions in tasks, and they run the same in a
 thread, a process or a Dask worker. Arguments and results are references (ids and keys),
-never document bodies; bodies travel through the Store.
+never document bodies; bodies travel through the Store. Between tasks, even the references
+stay in the shard's pack: a task takes and returns a `RefList` (a key and a count), so the
+flow holds a few numbers per shard whatever the corpus size.
 """
 from __future__ import annotations
 
@@ -36,7 +38,10 @@ _indexes: dict[str, dict[str, Any]] = {}
 _indexes_lock = threading.Lock()
 _unloaded: dict[str, Step] = {}
 # Part of every publish key: publish states of an earlier layout are published again.
-PUBLISH_LAYOUT = "publish-2"
+PUBLISH_LAYOUT = "publish-3"
+# Pack tables of a shard's reference lists and of its lists of ids summarized for the first time.
+REFS_KIND = "reflists"
+IDS_KIND = "idlists"
 # Bundles are folders (summaries plus the step's spilled files); a new layout gets new names.
 BUNDLE_LAYOUT = "bundle-v3"
 
@@ -57,9 +62,19 @@ class DocRef:
         return self.status == "ok"
 
 
+@dataclass(frozen=True, slots=True)
+class RefList:
+    """A shard's references, stored in its pack under `key` (the digest of their lines, so equal
+    lists share a key and a cache key can use it for the list)."""
+
+    shard: int
+    key: str
+    count: int
+
+
 @dataclass
 class ShardResult:
-    """What a shard task returns: references and counts, small enough to cache and pickle."""
+    """What a shard function returns: the shard's references and counts."""
 
     refs: list[DocRef]
     computed: int = 0
@@ -68,6 +83,20 @@ class ShardResult:
     updated: int = 0
     bundle: str | None = None
     fresh: list[str] = field(default_factory=list)  # ids a corpus step summarized for the first time
+
+
+@dataclass
+class ShardOutcome:
+    """What a shard task returns: its `ShardResult` with the lists left in the shard's pack, a
+    few hundred bytes to cache and pickle however large the shard."""
+
+    refs: RefList
+    computed: int = 0
+    cached: int = 0
+    skipped: int = 0
+    updated: int = 0
+    bundle: str | None = None
+    fresh: str | None = None  # key of the ids a corpus step summarized for the first time (`IDS_KIND`)
     task_key: str | None = None  # the cache key of the task that computed this, under which its pack notes what it uses
 
 
@@ -117,14 +146,44 @@ class Paths:
         return self.state / "file-hashes.json"
 
 
-def in_pack(paths: Paths, shard_no: int, task_key: str, work: Callable[[Paths], ShardResult]) -> ShardResult:
-    """Run `work` with shard `shard_no`'s pack open, then note under `task_key` which keys its
-    result uses (garbage collection keeps them while a kept run names the task)."""
+def in_pack(paths: Paths, shard_no: int, task_key: str, work: Callable[[Paths], ShardResult]) -> ShardOutcome:
+    """Run `work` with shard `shard_no`'s pack open, keep its lists in the pack, then note under
+    `task_key` which keys its result uses (garbage collection keeps them while a kept run names
+    the task)."""
     with Store.open(paths.store_root, shard_no) as store:
         result = work(replace(paths, pack=store))
+        refs = save_refs(store, shard_no, result.refs)
+        fresh = None
+        if result.fresh:
+            fresh = digest_lines(result.fresh)
+            store.put(IDS_KIND, fresh, result.fresh)
         store.record_uses(task_key, (r.key for r in result.refs))
-    result.task_key = task_key
-    return result
+    return ShardOutcome(
+        refs, result.computed, result.cached, result.skipped, result.updated, result.bundle, fresh, task_key
+    )
+
+
+def save_refs(store: Store, shard_no: int, refs: list[DocRef]) -> RefList:
+    """Store a shard's references in its pack; the handle tasks pass on instead of the list."""
+    key = digest_lines(f"{r.id} {r.key} {r.status}" for r in refs)
+    store.put(REFS_KIND, key, [[r.id, r.key, r.status] for r in refs])
+    return RefList(shard_no, key, len(refs))
+
+
+def load_refs(store: Store, refs: RefList) -> list[DocRef]:
+    """The references a `RefList` stands for, from the shard's pack."""
+    return [DocRef(*row) for row in store.get(REFS_KIND, refs.key)]
+
+
+def load_ids(store: Store, key: str | None) -> list[str]:
+    """A list of ids kept by `in_pack` (none for None)."""
+    return [] if key is None else list(store.get(IDS_KIND, key))
+
+
+def active_ids(paths: Paths, refs: RefList) -> list[str]:
+    """The ids of a shard's active documents, read from its pack outside any task."""
+    with Store.open(paths.store_root, refs.shard, track=False) as store:
+        return [r.id for r in load_refs(store, refs) if r.active]
 
 
 def step_for(spec: StepSpec) -> Step:
@@ -294,18 +353,18 @@ def combine_index(paths: Paths, spec: StepSpec, partials: list[str]) -> str:
     return str(target)
 
 
-def decisions_keys(spec: StepSpec, index_path: str, ids: dict[int, list[str]]) -> dict[int, str]:
+def decisions_keys(spec: StepSpec, index_path: str, paths: Paths, refs: dict[int, RefList]) -> dict[int, str]:
     """Per shard, the part of its apply task's cache key that stands for the index: the step's
     `decisions_key` of the shard's active ids (the index loaded here, once, without the step's
-    models), or the index's path when the step has none."""
+    models; the ids read from each pack in turn), or the index's path when the step has none."""
     step = unloaded_step(spec)
     assert isinstance(step, CorpusStep)
     if type(step).decisions_key is CorpusStep.decisions_key:
-        return {n: index_path for n in ids}
+        return {n: index_path for n in refs}
     index = load_index(index_path)
     keys = {}
-    for n, doc_ids in ids.items():
-        key = step.decisions_key(index, doc_ids)
+    for n, shard_refs in refs.items():
+        key = step.decisions_key(index, active_ids(paths, shard_refs))
         keys[n] = index_path if key is None else f"decisions:{key}"
     return keys
 
@@ -379,11 +438,11 @@ class PublishOutcome:
     changes: dict[str, dict[str, int]] | None = None
 
 
-def publish_key(spec: StepSpec | None, shard_no: int, ordered: list[DocRef]) -> str:
+def publish_key(spec: StepSpec | None, shard_no: int, refs: RefList) -> str:
     """Changes whenever the sink or any record of the shard does (not when other shards come
-    or go: a shard's part files are its own)."""
+    or go: a shard's part files are its own); the references' key stands for its records."""
     fingerprint = spec.fingerprint if spec else "no-sink"
-    return digest_lines([PUBLISH_LAYOUT, fingerprint, str(shard_no), *(f"{r.id} {r.key}" for r in ordered)])
+    return digest_lines([PUBLISH_LAYOUT, fingerprint, str(shard_no), refs.key])
 
 
 def publish_forced(paths: Paths) -> bool:
@@ -393,9 +452,7 @@ def publish_forced(paths: Paths) -> bool:
     return finished is None or not files_intact(Path(paths.out), finished["files"])
 
 
-def publish_cache_token(
-    paths: Paths, spec: StepSpec | None, shard_no: int, refs: list[DocRef], force: bool
-) -> str | None:
+def publish_cache_token(paths: Paths, spec: StepSpec | None, shard_no: int, refs: RefList, force: bool) -> str | None:
     """What keys a publish shard task in Prefect's cache, so an unchanged shard shows as Cached:
     its publish key when the shard's last publish state has that key and its files are intact
     (or there is no state yet: a first publish); None, run it, otherwise: a changed shard (a
@@ -404,7 +461,7 @@ def publish_cache_token(
     sink = step_for(spec) if spec is not None else None
     if isinstance(sink, SinkStep) and sink.sharded() and sink.outputs_external():
         return None
-    key = publish_key(spec, shard_no, sorted(refs, key=lambda r: r.id))
+    key = publish_key(spec, shard_no, refs)
     state = read_state(paths.publish_state / f"shard-{shard_no}.json")
     if state is None:
         return key
@@ -423,7 +480,7 @@ def publish_shard(
     paths: Paths,
     spec: StepSpec | None,
     shard_no: int,
-    refs: list[DocRef],
+    refs: RefList,
     run: RunInfo,
     force: bool = False,
     report: Report = no_progress,
@@ -435,10 +492,10 @@ def publish_shard(
     on disk: a warm run reads no record. A sink that also writes outside the output folder
     (a database) is never skipped; only the database knows what it holds. Without a sink, or
     with one that publishes the whole corpus at once, only the statistics are gathered here.
-    The shard's state (`publish/shard-N.json`) is written last, once its outputs are complete.
+    The shard's state (`publish/shard-N.json`) is written last, once its outputs are complete;
+    it names the shard's references by their key (the list stays in the pack).
     """
-    ordered = sorted(refs, key=lambda r: r.id)
-    key = publish_key(spec, shard_no, ordered)
+    key = publish_key(spec, shard_no, refs)
     state_path = paths.publish_state / f"shard-{shard_no}.json"
     out_dir = Path(paths.out)
     previous = read_state(state_path)
@@ -446,10 +503,11 @@ def publish_shard(
     sharded = isinstance(sink, SinkStep) and sink.sharded()
     external = sharded and isinstance(sink, SinkStep) and sink.outputs_external()
     if previous and previous["key"] == key and not force and not external and files_intact(out_dir, previous["files"]):
-        report(len(ordered))
-        return ShardResult(refs=[], cached=len(ordered))
+        report(refs.count)
+        return ShardResult(refs=[], cached=refs.count)
 
     store = paths.store
+    ordered = sorted(load_refs(store, refs), key=lambda r: r.id)
     collector = StatsCollector()
     docs = collector.observe(reported((store.get_doc(r.key) for r in ordered), report))
     files: list[str] = []
@@ -465,7 +523,8 @@ def publish_shard(
     state = {
         "key": key,
         "run_id": run.run_id,
-        "refs": [[r.id, r.key] for r in ordered],
+        "refs": refs.key,
+        "count": refs.count,
         "files": file_stats(out_dir, files),
         "changes": changes,
         "stats": collector.partial(),
@@ -502,15 +561,16 @@ def finish_publish(
     pending = scratch.is_dir() and any(scratch.iterdir())
     unchanged = finished and finished["key"] == key and not published and not pending and not external
     if unchanged and files_intact(out_dir, finished["files"]):
-        total = sum(len(state["refs"]) for state in current.values())
+        total = sum(state["count"] for state in current.values())
         report(total)
         same = {store: {"inserted": 0, "updated": 0, "unchanged": total, "deleted": 0} for store in finished["stores"]}
         return PublishOutcome(outputs(shard_files + list(finished["files"])), CorpusStats(**finished["stats"]), same)
 
     def ids() -> Iterator[str]:
-        for n in shards:
-            for doc_id, _ in current[n]["refs"]:
-                yield doc_id
+        with Packs(paths.store_root) as packs:
+            for n in shards:
+                for ref in published_refs(packs, n, current[n]):
+                    yield ref.id
 
     stats = StatsCollector.merged(state["stats"] for state in current.values()).result()
     changes: dict[str, dict[str, int]] = {}
@@ -520,15 +580,15 @@ def finish_publish(
             shards=list(shards),
             keys={n: current[n]["key"] for n in shards},
             published={n: PublishReport(files=list(s["files"]), changes=s["changes"]) for n, s in published.items()},
-            unchanged=sum(len(s["refs"]) for n, s in current.items() if n not in published),
+            unchanged=sum(s["count"] for n, s in current.items() if n not in published),
             scratch=scratch,
             ids=ids,
         )
         done = sink.finish(info, out_dir, run)
         files, changes = done.files, done.changes
     elif isinstance(sink, SinkStep):
-        everything = heapq.merge(*(located(n, current[n]["refs"]) for n in shards))
         with Packs(paths.store_root) as packs:
+            everything = heapq.merge(*(located(n, published_refs(packs, n, current[n])) for n in shards))
             docs = (packs.get_doc(n, doc_key) for _, n, doc_key in everything)
             done = sink.publish(reported(docs, report), out_dir, run)
         files, changes = done.files, done.changes
@@ -543,10 +603,16 @@ def finish_publish(
     return PublishOutcome(outputs(shard_files + files), stats, changes)
 
 
-def located(shard_no: int, refs: list[list[str]]) -> Iterator[tuple[str, int, str]]:
-    """A shard's `[id, key]` pairs as `(id, shard, key)`: merged over shards, each names its pack."""
-    for doc_id, doc_key in refs:
-        yield doc_id, shard_no, doc_key
+def published_refs(packs: Packs, shard_no: int, state: dict[str, Any]) -> list[DocRef]:
+    """The references a shard's publish state names, in id order, from its pack."""
+    refs = RefList(shard_no, state["refs"], state["count"])
+    return sorted(load_refs(packs.store(shard_no), refs), key=lambda r: r.id)
+
+
+def located(shard_no: int, refs: list[DocRef]) -> Iterator[tuple[str, int, str]]:
+    """A shard's references as `(id, shard, key)`: merged over shards, each names its pack."""
+    for ref in refs:
+        yield ref.id, shard_no, ref.key
 
 
 def read_state(path: Path) -> dict[str, Any] | None:
