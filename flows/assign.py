@@ -36,8 +36,11 @@ FORMAT = 1
 class ShardMap:
     """File id -> shard number, as the last run left it."""
 
-    def __init__(self, shards: dict[str, int] | None = None) -> None:
+    def __init__(self, shards: dict[str, int] | None = None, saved: bool = False) -> None:
         self.shards = shards or {}
+        # Whether `shards` is what the file holds: saving it again would rewrite the same bytes
+        # (a map of a million files is about 20 MB of JSON).
+        self.saved = saved
 
     @classmethod
     def load(cls, path: Path) -> ShardMap:
@@ -49,7 +52,7 @@ class ShardMap:
             return cls()
         if not isinstance(shards, dict) or not all(type(n) is int and n >= 0 for n in shards.values()):
             return cls()
-        return cls(shards)
+        return cls(shards, saved=True)
 
     def assign(
         self, sources: list[SourceFile], shard_size: int, max_shards: int, workers: int = 1
@@ -82,9 +85,14 @@ class ShardMap:
             size = len(rest) // opened + (i < len(rest) % opened)
             members[last + 1 + i] = rest[start : start + size]
             start += size
-        self.shards = {src.id: n for n, group in members.items() for src in group}
+        shards = {src.id: n for n, group in members.items() for src in group}
+        if shards != self.shards:
+            self.shards, self.saved = shards, False
         return dict(sorted(members.items()))
 
     def save(self, path: Path) -> None:
-        """Write the map atomically."""
+        """Write the map atomically, unless the file already holds it."""
+        if self.saved and path.exists():
+            return
         write_atomic(path, json.dumps({"format": FORMAT, "shards": self.shards}, separators=(",", ":")).encode())
+        self.saved = True

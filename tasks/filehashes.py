@@ -8,7 +8,8 @@ of the scan that recorded it, by more than `RACY_WINDOW_NS` (2 s: FAT's timestam
 the coarsest in common use, which also absorbs a coarse or lagging filesystem clock). A younger
 entry is hashed again by the next scan, which then records it against its own, later start.
 
-The cache file is JSON, written atomically once a whole scan succeeded; a missing, unreadable,
+The cache file is JSON, written atomically once a whole scan succeeded, and only when the scan
+changed it (a warm scan of a large corpus would rewrite the same bytes); a missing, unreadable,
 corrupt or foreign (other corpus, other format) file is an empty cache: every file is hashed.
 """
 from __future__ import annotations
@@ -39,10 +40,13 @@ class FileHashes:
     (deleted, renamed, now rejected) are not saved, so the cache follows the corpus.
     """
 
-    def __init__(self, root: Path, previous: dict[str, Entry] | None = None, trusted_before_ns: int = 0) -> None:
+    def __init__(
+        self, root: Path, previous: dict[str, Entry] | None = None, trusted_before_ns: int = 0, loaded: bool = False
+    ) -> None:
         self.root = str(root.resolve())
         self.previous = previous or {}
         self.trusted_before_ns = trusted_before_ns
+        self.loaded = loaded  # `previous` is what the cache file holds
         self.started_ns = time.time_ns()
         self.current: dict[str, Entry] = {}
         self.hashed = 0
@@ -62,7 +66,7 @@ class FileHashes:
             files, started = data["files"], data["scan_started_ns"]
             if not isinstance(files, dict) or not isinstance(started, int):
                 return empty
-            return cls(root, files, started - RACY_WINDOW_NS)
+            return cls(root, files, started - RACY_WINDOW_NS, loaded=True)
         except (OSError, ValueError, KeyError, RecursionError):
             return empty
 
@@ -85,7 +89,14 @@ class FileHashes:
         return digest
 
     def save(self, path: Path) -> None:
-        """Write what this scan saw, atomically; its start time decides which entries are racy."""
+        """Write what this scan saw, atomically; its start time decides which entries are racy.
+
+        A scan that hashed nothing and saw every remembered file (it reused each entry as it
+        was) leaves the file as it is: the entries it holds were trusted against the earlier
+        start, so they stay trusted under it.
+        """
+        if self.loaded and self.hashed == 0 and len(self.current) == len(self.previous) and path.exists():
+            return
         data = {"format": FORMAT, "root": self.root, "scan_started_ns": self.started_ns, "files": self.current}
         write_atomic(path, json.dumps(data, separators=(",", ":")).encode())
 

@@ -34,6 +34,25 @@ def test_new_files_top_up_the_last_shard_then_open_new_ones_and_edits_and_deleti
     assert again.shards == {"a": 0, "c": 1, "d": 1, "e": 2, "0-new": 2, "f": 3, "g": 3}
 
 
+def test_the_map_file_is_rewritten_only_when_the_map_changed(tmp_path: Path) -> None:
+    path = tmp_path / "shards.json"
+    first = ShardMap()
+    first.assign(files("a", "b", "c"), shard_size=2, max_shards=64)
+    first.save(path)
+    written = path.stat().st_ino, path.stat().st_mtime_ns
+    same = ShardMap.load(path)
+    same.assign(files("a", "b", "c"), shard_size=2, max_shards=64)
+    same.save(path)
+    assert (path.stat().st_ino, path.stat().st_mtime_ns) == written
+    grown = ShardMap.load(path)
+    grown.assign(files("a", "b", "c", "d"), shard_size=2, max_shards=64)
+    grown.save(path)
+    assert ShardMap.load(path).shards == {"a": 0, "b": 0, "c": 1, "d": 1}
+    path.unlink()
+    grown.save(path)
+    assert ShardMap.load(path).shards == {"a": 0, "b": 0, "c": 1, "d": 1}, "a lost file is written again"
+
+
 def test_a_shard_emptied_by_deletions_is_gone_and_a_changed_shard_size_applies_to_shards_being_filled() -> None:
     shard_map = ShardMap()
     shard_map.assign(files("a", "b", "c", "d"), shard_size=2, max_shards=64)

@@ -63,6 +63,20 @@ def test_a_warm_scan_reads_no_unchanged_file(corpus: Path, tmp_path: Path, monke
     assert cold["b/c.md"].sha256 == sha(b"contents of b/c.md\n")
 
 
+def test_the_cache_file_is_rewritten_only_when_a_scan_changed_it(corpus: Path, tmp_path: Path) -> None:
+    cache = tmp_path / "file-hashes.json"
+    scan(corpus, cache)
+    written = cache.stat().st_ino, cache.stat().st_mtime_ns
+    scan(corpus, cache)
+    assert (cache.stat().st_ino, cache.stat().st_mtime_ns) == written, "a warm scan leaves the file as it was"
+    (corpus / "a.txt").unlink()
+    _, third = scan(corpus, cache)
+    assert set(json.loads(cache.read_bytes())["files"]) == {"b/c.md", "b/d.html"}, "a deletion is saved"
+    write_old(corpus / "e.txt", b"a new file\n")
+    scan(corpus, cache)
+    assert set(json.loads(cache.read_bytes())["files"]) == {"b/c.md", "b/d.html", "e.txt"}, "a new file is saved"
+
+
 def test_an_edit_keeping_the_size_is_found_by_its_mtime(corpus: Path, tmp_path: Path) -> None:
     cache = tmp_path / "file-hashes.json"
     scan(corpus, cache)
