@@ -64,6 +64,11 @@ from textmill.tasks.read import DiscoveryReport, SourceFile, discover
 
 # Shortest interval between two updates of the run's progress artifact.
 PROGRESS_ARTIFACT_SECONDS = 2.0
+# Partition tasks per worker of a corpus step's index: each task reduces a group of partitions
+# in turn. Enough groups to keep every worker busy to the end; few enough that Prefect's cost
+# per task run (a task run to create, states to set, a result to persist or read back: tens of
+# ms each) does not add up over 64 partitions.
+PARTITION_GROUPS_PER_WORKER = 4
 
 # Parameters not part of a task's cache key: `fresh` only shapes a task's counts, and an apply
 # task's `index` is stood for by its `decisions` (`shard.decisions_keys`).
@@ -178,9 +183,10 @@ def summarize_task(paths: Paths, step: StepSpec, shard_no: int, refs: RefList, p
 
 
 @task(name="partition")
-def partition_task(paths: Paths, step: StepSpec, partition: int, bundles: list[str]) -> str:
-    """Reduce one partition of a corpus-scope step's index over every shard's bundle."""
-    return shard.reduce_partition(paths, step, partition, bundles)
+def partition_task(paths: Paths, step: StepSpec, partitions: list[int], bundles: list[str]) -> list[str]:
+    """Reduce a group of partitions of a corpus-scope step's index, one after the other, over
+    every shard's bundle; their partials' paths, in the order of `partitions`."""
+    return [shard.reduce_partition(paths, step, partition, bundles) for partition in partitions]
 
 
 @task(name="index")
@@ -577,32 +583,53 @@ def run_corpus_step(
     return summaries
 
 
+def partition_groups(count: int, workers: int) -> list[list[int]]:
+    """The partitions `0..count-1` in `PARTITION_GROUPS_PER_WORKER` groups per worker (at most
+    one group per partition), contiguous and of sizes differing by at most one."""
+    groups = max(1, min(count, PARTITION_GROUPS_PER_WORKER * max(1, workers)))
+    bounds = [count * g // groups for g in range(groups + 1)]
+    return [list(range(bounds[g], bounds[g + 1])) for g in range(groups)]
+
+
+def group_name(step: StepSpec, group: list[int]) -> str:
+    """A partition task's name: `dedupe-partition-3`, or `dedupe-partitions-8-15` for a group."""
+    if len(group) == 1:
+        return f"{step.name}-partition-{group[0]}"
+    return f"{step.name}-partitions-{group[0]}-{group[-1]}"
+
+
 def build_index(runner: Runner, step: StepSpec, bundles: list[str], count: int, summarized: int) -> str:
-    """One task per partition (`count`) of the step's index, in parallel on the run's task runner, then
-    one that combines them; the `<step>:index` bar advances by each partition's share of the
-    `summarized` documents. Every partition task is resolved before a failure fails the run."""
+    """Partition tasks over the step's `count` partitions (`partition_groups`), in parallel on the
+    run's task runner, then one that combines them; the `<step>:index` bar advances by each
+    group's share of the `summarized` documents. Every partition task is resolved before a
+    failure fails the run."""
     paths = runner.paths
     stage, where = f"{step.name}:index", f"{step.name} failed building its index"
     progress = listener()
     progress.start(stage, summarized)
     try:
         with failing_as(where):
-            reduce = runner.configure(partition_task, f"{step.name}-partition-{{partition}}", step.name)
-            futures = {reduce.submit(paths, step, p, whole(bundles)): p for p in range(count)}
+            futures = {}
+            workers = runner_workers(runner.settings.workers or default_workers(runner.settings.runner))
+            for group in partition_groups(count, workers):
+                reduce = runner.configure(partition_task, group_name(step, group), step.name)
+                futures[reduce.submit(paths, step, group, whole(bundles))] = group
             partials: dict[int, str] = {}
             failures: list[tuple[int, BaseException]] = []
             for future in as_completed(list(futures)):
-                p = futures[future]
+                group = futures[future]
                 try:
-                    partials[p] = future.result()
-                    runner.remember(future, partials[p])
-                    runner.remember(future, str(shard.partition_state(paths, step, p)))
+                    for p, partial in zip(group, future.result(), strict=True):
+                        partials[p] = partial
+                        runner.remember(future, partial)
+                        runner.remember(future, str(shard.partition_state(paths, step, p)))
                 except (KeyboardInterrupt, SystemExit):
                     raise
                 except BaseException as exc:  # noqa: BLE001 - gather all, then fail the run
-                    failures.append((p, exc))
+                    failures.append((group[0], exc))
                     continue
-                progress.advance(stage, summarized * (p + 1) // count - summarized * p // count)
+                first, end = group[0], group[-1] + 1
+                progress.advance(stage, summarized * end // count - summarized * first // count)
             if failures:
                 raise min(failures, key=lambda failure: failure[0])[1]
             combine = runner.configure(index_task, f"{step.name}-index", step.name)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import time
 from pathlib import Path
 from typing import Any
 
@@ -115,3 +116,26 @@ def test_incremental_corpus_indexes_equal_a_fresh_run(
     assert len(final) == len(set(shards_of(out).values())), "one bundle per shard"
     for state in states:
         assert json.loads(state.read_text())["inputs"] == final
+
+
+def test_partitions_reduced_in_groups_give_the_index_of_one_task_per_partition(
+    prefect_server: None, config_copy: Path, tmp_path: Path
+) -> None:
+    from flowkit import task_run_states
+
+    set_option(config_copy, "run", "shard_size = 1")
+    set_option(config_copy, "steps.publish", 'formats = ["jsonl"]')
+    corpus = tmp_path / "corpus"
+    write_corpus(corpus)
+    grouped = run_flow(corpus, tmp_path / "grouped", config_copy, workers=1)  # 15 shards, 8 partitions: 4 groups of 2
+    expected = {f"dedupe-partitions-{p}-{p + 1}" for p in range(0, 8, 2)}
+    deadline = time.monotonic() + 30
+    while True:  # task runs reach the server a little after the flow returns
+        partition_tasks = {n for n in task_run_states(grouped["run_id"], expected=1) if n.startswith("dedupe-partition")}
+        if partition_tasks == expected or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
+    assert partition_tasks == expected
+    run_flow(corpus, tmp_path / "single", config_copy, workers=2)  # 8 groups of one partition
+    assert outcome(tmp_path / "grouped") == outcome(tmp_path / "single")
+    assert outcome(tmp_path / "grouped")["b-head.txt"][1] == "b-full.txt"

@@ -46,3 +46,13 @@ def test_runner_workers_outside_a_flow_run_is_the_fallback() -> None:
     from textmill.flows.runners import runner_workers
 
     assert runner_workers(3) == 3
+
+
+def test_partitions_are_grouped_four_per_worker_in_contiguous_even_groups() -> None:
+    from textmill.flows.pipeline import partition_groups
+
+    assert partition_groups(64, 2) == [list(range(8 * g, 8 * g + 8)) for g in range(8)]
+    assert partition_groups(4, 2) == [[0], [1], [2], [3]], "never more groups than partitions"
+    assert partition_groups(10, 1) == [[0, 1], [2, 3, 4], [5, 6], [7, 8, 9]]
+    assert partition_groups(1, 8) == [[0]]
+    assert sorted(p for g in partition_groups(37, 3) for p in g) == list(range(37))
