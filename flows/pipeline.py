@@ -183,9 +183,10 @@ def summarize_task(paths: Paths, step: StepSpec, shard_no: int, refs: RefList, p
 
 
 @task(name="partition")
-def partition_task(paths: Paths, step: StepSpec, partitions: list[int], bundles: list[str]) -> list[str]:
+def partition_task(paths: Paths, step: StepSpec, partitions: list[int], bundles: list[str], layout: str) -> list[str]:
     """Reduce a group of partitions of a corpus-scope step's index, one after the other, over
-    every shard's bundle; their partials' paths, in the order of `partitions`."""
+    every shard's bundle; their partials' paths, in the order of `partitions`. `layout` (the
+    step's `index_layout`) is here for the cache key: a new layout reduces again."""
     return [shard.reduce_partition(paths, step, partition, bundles) for partition in partitions]
 
 
@@ -611,9 +612,10 @@ def build_index(runner: Runner, step: StepSpec, bundles: list[str], count: int, 
         with failing_as(where):
             futures = {}
             workers = runner_workers(runner.settings.workers or default_workers(runner.settings.runner))
+            layout = shard.index_layout(step)
             for group in partition_groups(count, workers):
                 reduce = runner.configure(partition_task, group_name(step, group), step.name)
-                futures[reduce.submit(paths, step, group, whole(bundles))] = group
+                futures[reduce.submit(paths, step, group, whole(bundles), layout)] = group
             partials: dict[int, str] = {}
             failures: list[tuple[int, BaseException]] = []
             for future in as_completed(list(futures)):

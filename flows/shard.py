@@ -331,10 +331,18 @@ def reduce_partition(paths: Paths, spec: StepSpec, partition: int, bundles: list
     assert isinstance(step, CorpusStep)
     folders = sorted(Path(b) for b in bundles)
     folder = paths.state / "indexes" / spec.name
-    target = folder / "partials" / f"{digest_lines([spec.fingerprint, str(partition), *(f.name for f in folders)])}.json.gz"
+    names = [spec.fingerprint, step.index_layout, str(partition), *(f.name for f in folders)]
+    target = folder / "partials" / f"{digest_lines(names)}.json.gz"
     if not target.exists():
         write_jsonl_gz(target, iter([step.reduce(partition, folders, partition_state(paths, spec, partition))]))
     return str(target)
+
+
+def index_layout(spec: StepSpec) -> str:
+    """The corpus step's `index_layout`, without loading its models."""
+    step = unloaded_step(spec)
+    assert isinstance(step, CorpusStep)
+    return step.index_layout
 
 
 def partition_state(paths: Paths, spec: StepSpec, partition: int) -> Path:

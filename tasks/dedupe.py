@@ -77,6 +77,8 @@ class Deduplicator(CorpusStep):
 
     name: ClassVar[str] = "dedupe"
     version: ClassVar[str] = "2"
+    # 2: partials in columns; partition state keeps its rows (tasks/dedupe_index.py).
+    index_layout: ClassVar[str] = "2"
     libraries: ClassVar[tuple[str, ...]] = ("datasketch",)
 
     class Options(StepOptions):

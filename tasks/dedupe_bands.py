@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+import threading
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
@@ -52,6 +53,9 @@ SIGNATURES_FILE = "dedupe-signatures.npy"
 ROWS_FILE = "dedupe-rows.arrow"
 ROW_SCHEMA = pa.schema([("key", pa.uint64()), ("row", pa.uint32()), ("size", pa.uint32())])
 IPC_OPTIONS = pa.ipc.IpcWriteOptions(compression="zstd")
+# Rows files are read once per partition, memory-mapped: uncompressed, a batch is read in place
+# (their keys are hashes, which zstd does not shrink; decompressing was most of a read).
+ROWS_OPTIONS = pa.ipc.IpcWriteOptions()
 
 _M1 = np.uint64(0xBF58476D1CE4E5B9)
 _M2 = np.uint64(0x94D049BB133111EB)
@@ -204,7 +208,7 @@ def write_shard_files(
     parts = partition_of(keys, partitions)
     order = np.argsort(parts, kind="stable")
     bounds = np.searchsorted(parts[order], np.arange(partitions + 1))
-    with pa.ipc.new_file(folder / ROWS_FILE, ROW_SCHEMA, options=IPC_OPTIONS) as writer:
+    with pa.ipc.new_file(folder / ROWS_FILE, ROW_SCHEMA, options=ROWS_OPTIONS) as writer:
         for p in range(partitions):
             chosen = order[bounds[p] : bounds[p + 1]]
             writer.write_batch(
@@ -217,9 +221,37 @@ def write_shard_files(
 
 def read_partition_rows(folder: Path, partition: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """One partition's `(key, row, size)` arrays from a shard's rows file."""
-    with pa.OSFile(str(folder / ROWS_FILE)) as source:
-        batch = pa.ipc.open_file(source).get_batch(partition)
-        return tuple(batch.column(i).to_numpy(zero_copy_only=False).copy() for i in range(3))  # type: ignore[return-value]
+    path = str(folder / ROWS_FILE)
+    readers = _open_rows()
+    reader = readers.get(path)
+    if reader is None:
+        reader = readers[path] = pa.ipc.open_file(pa.memory_map(path))
+    batch = reader.get_batch(partition)
+    return tuple(batch.column(i).to_numpy(zero_copy_only=False).copy() for i in range(3))  # type: ignore[return-value]
+
+
+def keep_rows_open(folders: list[Path]) -> None:
+    """Close this thread's rows files other than those of `folders`.
+
+    A worker reduces several partitions in turn over the same shards: keeping their rows files
+    open saves opening each file and parsing its footer per partition, most of reading one
+    batch. A bundle's files are never rewritten (a changed shard gets a new bundle), so an open
+    file cannot go stale; closing the others lets a collected bundle's space go.
+    """
+    keep = {str(folder / ROWS_FILE) for folder in folders}
+    readers = _open_rows()
+    for path in [p for p in readers if p not in keep]:
+        del readers[path]
+
+
+def _open_rows() -> dict[str, pa.ipc.RecordBatchFileReader]:
+    readers = getattr(_rows_files, "readers", None)
+    if readers is None:
+        readers = _rows_files.readers = {}
+    return readers
+
+
+_rows_files = threading.local()
 
 
 def read_docs(folder: Path, columns: list[str]) -> pa.Table:

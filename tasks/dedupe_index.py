@@ -11,9 +11,12 @@ Between runs the partition keeps its links (tagged with their bucket keys, with 
 members' ids and ranking fields) in its state folder, with the bundles they came from. A
 later run recomputes only the buckets whose membership changed: every key of a row in a
 bundle that is new, or in one that is gone (read from that bundle while it still exists);
-the links of the other buckets are kept. A bucket's links depend on its members only, so the
-result equals a rebuild over the same bundles. The rows themselves are not kept: the bundles
-hold them, and reading one record batch per shard costs less than writing a copy each run.
+the links of the other buckets are kept. In a touched bucket that lost no member, a pair of
+two old members is not verified again: it is a link exactly when it was one. A bucket's links
+depend on its members only, so the result equals a rebuild over the same bundles. The rows
+themselves are not kept: the bundles hold them (a sorted copy per partition cost more to
+sort and write each run than reading one record batch per shard, whose files stay open for
+the partitions a worker reduces in turn).
 """
 from __future__ import annotations
 
@@ -34,6 +37,7 @@ from textmill.tasks.dedupe_bands import (
     IPC_OPTIONS,
     JACCARD,
     BandLayout,
+    keep_rows_open,
     key_slots,
     read_docs,
     read_partition_rows,
@@ -81,6 +85,36 @@ class Arrays:
         )
 
 
+@dataclass(frozen=True)
+class Reuse:
+    """What an update knows of the rows of its touched buckets: which come from a bundle added
+    since the last run (`new`), which buckets lost no member (`clean`, per row), and the links
+    the touched clean buckets had last run (`links`, bundle indexes of this run)."""
+
+    new: np.ndarray
+    clean: np.ndarray
+    links: Arrays
+
+    def take(self, selector: np.ndarray) -> Reuse:
+        return Reuse(self.new[selector], self.clean[selector], self.links)
+
+    def was_link(self, rows: Arrays, keys: np.ndarray, first: np.ndarray, second: np.ndarray) -> np.ndarray:
+        """Whether each pair `(first, second)` of `rows` was a link of bucket `keys[first]`."""
+        if not len(first) or not len(self.links):
+            return np.zeros(len(first), dtype=bool)
+        links = self.links
+        had = set(
+            zip(
+                links["key"].tolist(),
+                _codes(links["a_src"], links["a_row"]).tolist(),
+                _codes(links["b_src"], links["b_row"]).tolist(),
+            )
+        )
+        a = _codes(rows["src"][first], rows["row"][first]).tolist()
+        b = _codes(rows["src"][second], rows["row"][second]).tolist()
+        return np.fromiter((pair in had for pair in zip(keys[first].tolist(), a, b)), dtype=bool, count=len(first))
+
+
 _ROW_TYPES = {"key": np.uint64, "size": np.uint32, "src": np.int64, "row": np.int64}
 _LINK_TYPES = {"key": np.uint64, "a_src": np.int64, "a_row": np.int64, "b_src": np.int64, "b_row": np.int64}
 _MEMBERS = ("src", "row", "id", "length", "date", "path")
@@ -101,38 +135,44 @@ def reduce_partition(
     """The partial index of `partition`: links as id pairs, the ranking fields of their members,
     and the counts of documents and exact copies; updates `state` for the next run."""
     bundles = sorted(bundles, key=lambda b: b.name)
-    names = [b.name for b in bundles]
-    source = {name: i for i, name in enumerate(names)}
-    parts = []
-    for i, folder in enumerate(bundles):
-        key, row, size = read_partition_rows(folder, partition)
-        parts.append(Arrays({"key": key, "size": size, "src": np.full(len(key), i, np.int64), "row": row.astype(np.int64)}))
-    rows = Arrays.concat(parts, _ROWS, _ROW_TYPES)
-    del parts
-
+    source = {folder.name: i for i, folder in enumerate(bundles)}
+    keep_rows_open(bundles)
+    rows = _read_rows(bundles, partition)
     previous = _load_state(state)
-    kept_links, kept_members = _empty_links(), _empty_members()
     if previous is None:
-        new_links = _links(layout, thresholds, _in_bucket_order(rows), bundles)
+        links = _links(layout, thresholds, _in_bucket_order(rows), bundles)
+        kept_members = _empty_members()
     else:
         old_folders, old_links, old_members = previous
         remap = np.array([source.get(folder.name, -1) for folder in old_folders], dtype=np.int64)
         added = np.ones(len(bundles), dtype=bool)
         added[remap[remap >= 0]] = False
-        changed = [rows["key"][added[rows["src"]]]]
-        changed += [read_partition_rows(folder, partition)[0] for folder, at in zip(old_folders, remap) if at < 0]
-        touched = np.unique(np.concatenate(changed))
+        gone = [read_partition_rows(folder, partition)[0] for folder, at in zip(old_folders, remap) if at < 0]
+        lost = np.unique(np.concatenate(gone)) if gone else np.empty(0, np.uint64)
+        touched = np.union1d(rows["key"][added[rows["src"]]], lost)
         for column in ("a_src", "b_src"):
             old_links.columns[column] = remap[old_links[column]]
         old_members.columns["src"] = remap[old_members["src"]]
         alive = (old_links["a_src"] >= 0) & (old_links["b_src"] >= 0)
-        kept_links = old_links.take(alive & ~_member(old_links["key"], touched))
+        in_touched = _member(old_links["key"], touched)
+        kept_links = old_links.take(alive & ~in_touched)
+        known = old_links.take(alive & in_touched & ~_member(old_links["key"], lost))
         kept_members = old_members.take(old_members["src"] >= 0)
-        new_links = _links(layout, thresholds, _in_bucket_order(rows.take(_member(rows["key"], touched))), bundles)
-    links = Arrays.concat([kept_links, new_links], _LINKS, _LINK_TYPES)
+        update = _in_bucket_order(rows.take(_member(rows["key"], touched)))
+        reuse = Reuse(added[update["src"]], ~_member(update["key"], lost), known)
+        links = Arrays.concat([kept_links, _links(layout, thresholds, update, bundles, reuse)], _LINKS, _LINK_TYPES)
     members = _members(links, kept_members, bundles)
     _save_state(state, bundles, links, members)
     return _partial(rows, links, members)
+
+
+def _read_rows(bundles: list[Path], partition: int) -> Arrays:
+    """The partition's rows of every bundle, tagged with their bundle's index."""
+    parts = []
+    for i, folder in enumerate(bundles):
+        key, row, size = read_partition_rows(folder, partition)
+        parts.append(Arrays({"key": key, "size": size, "src": np.full(len(key), i, np.int64), "row": row.astype(np.int64)}))
+    return Arrays.concat(parts, _ROWS, _ROW_TYPES)
 
 
 def combine_partials(partials: Iterable[dict[str, Any]]) -> dict[str, Any]:
@@ -140,23 +180,35 @@ def combine_partials(partials: Iterable[dict[str, Any]]) -> dict[str, Any]:
     member (longest text, then earliest date, undated last, then path, then id)."""
     from textmill.tasks.union_find import UnionFind
 
-    links = UnionFind()
-    members: dict[str, list[Any]] = {}
+    number: dict[str, int] = {}
+    fields: list[tuple[str, int, str | None, str]] = []
+    pairs: list[np.ndarray] = []
     documents = exact = 0
     for partial in partials:
         documents += partial["documents"]
         exact += partial["exact_duplicates"]
-        members.update(partial["members"])
-        for a, b in partial["links"]:
-            links.union(a, b)
+        local = np.empty(len(partial["ids"]), dtype=np.int64)
+        for i, member in enumerate(zip(partial["ids"], partial["length"], partial["date"], partial["path"])):
+            at = number.get(member[0])
+            if at is None:
+                at = number[member[0]] = len(fields)
+                fields.append(member)
+            local[i] = at
+        a, b = (local[np.asarray(side, dtype=np.int64)] for side in partial["links"])
+        pairs.append(np.stack([np.minimum(a, b), np.maximum(a, b)], axis=1))
+    links = np.unique(np.concatenate(pairs) if pairs else np.empty((0, 2), np.int64), axis=0)
+    groups = UnionFind()
+    for a, b in links.tolist():
+        groups.union(a, b)
     clusters: dict[str, dict[str, str | None]] = {}
     count = 0
-    for group in links.groups():
+    for group in groups.groups():
         if len(group) < 2:
             continue
         count += 1
-        canonical = min(group, key=lambda doc_id: _rank(doc_id, members[doc_id]))
-        for doc_id in group:
+        canonical = fields[min(group, key=lambda at: _rank(fields[at]))][0]
+        for at in group:
+            doc_id = fields[at][0]
             clusters[doc_id] = {"cluster": canonical, "duplicate_of": None if doc_id == canonical else canonical}
     return {
         "clusters": dict(sorted(clusters.items())),
@@ -169,8 +221,8 @@ def combine_partials(partials: Iterable[dict[str, Any]]) -> dict[str, Any]:
     }
 
 
-def _rank(doc_id: str, fields: list[Any]) -> tuple[Any, ...]:
-    length, date, path = fields
+def _rank(member: tuple[str, int, str | None, str]) -> tuple[Any, ...]:
+    doc_id, length, date, path = member
     return (-length, date is None, date or "", path, doc_id)
 
 
@@ -188,14 +240,19 @@ def _member(values: np.ndarray, sorted_set: np.ndarray) -> np.ndarray:
     return sorted_set[at] == values
 
 
-def _links(layout: BandLayout, thresholds: Thresholds, rows: Arrays, bundles: list[Path]) -> Arrays:
-    """Verified links of the buckets of `rows` (sorted by key, size, src, row)."""
+def _links(
+    layout: BandLayout, thresholds: Thresholds, rows: Arrays, bundles: list[Path], reuse: Reuse | None = None
+) -> Arrays:
+    """Verified links of the buckets of `rows` (sorted by key, size, src, row); with `reuse`,
+    only the candidate pairs an update may have changed are verified again."""
     keys = rows["key"]
     if len(keys) < 2:
         return Arrays.concat([], _LINKS, _LINK_TYPES)
     starts = np.flatnonzero(np.r_[True, keys[1:] != keys[:-1]])
     counts = np.diff(np.r_[starts, len(keys)])
     multi = np.repeat(counts >= 2, counts)
+    if reuse is not None:
+        reuse = reuse.take(multi)
     rows = rows.take(multi)
     keys = rows["key"]
     if not len(keys):
@@ -209,9 +266,13 @@ def _links(layout: BandLayout, thresholds: Thresholds, rows: Arrays, bundles: li
         same = keys[a] == keys[b]
         found.append(_pairs(rows, keys[a[same]], a[same], b[same]))
 
-    banded = rows.take((slots != CENSUS) & (slots != EMPTY))
-    if len(banded) > 1:
-        found.extend(_verified_band_links(layout, thresholds, banded, bundles))
+    is_banded = (slots != CENSUS) & (slots != EMPTY)
+    if np.count_nonzero(is_banded) > 1:
+        found.extend(
+            _verified_band_links(
+                layout, thresholds, rows.take(is_banded), bundles, None if reuse is None else reuse.take(is_banded)
+            )
+        )
     return Arrays.concat(found, _LINKS, _LINK_TYPES)
 
 
@@ -221,9 +282,14 @@ def _pairs(rows: Arrays, keys: np.ndarray, a: np.ndarray, b: np.ndarray) -> Arra
     )
 
 
-def _verified_band_links(layout: BandLayout, thresholds: Thresholds, rows: Arrays, bundles: list[Path]) -> list[Arrays]:
+def _verified_band_links(
+    layout: BandLayout, thresholds: Thresholds, rows: Arrays, bundles: list[Path], reuse: Reuse | None
+) -> list[Arrays]:
     """Pairs of each bucket (within `BUCKET_REACH`) that the banding rules make candidates,
-    then verified from the signatures of their members only (read once per shard)."""
+    then verified from the signatures of their members only (read once per shard). With
+    `reuse`, a candidate pair of two old members of a bucket that lost none is not verified:
+    it was a candidate last run too (members only join such a bucket, so the members between
+    two old ones only grow), and it is a link exactly when it was one then."""
     keys = rows["key"]
     starts = np.flatnonzero(np.r_[True, keys[1:] != keys[:-1]])
     counts = np.diff(np.r_[starts, len(keys)])
@@ -253,15 +319,20 @@ def _verified_band_links(layout: BandLayout, thresholds: Thresholds, rows: Array
         backwards.append(backward[keep])
     first, second = np.concatenate(firsts), np.concatenate(seconds)
     forward, backward = np.concatenate(forwards), np.concatenate(backwards)
+    found: list[Arrays] = []
+    if reuse is not None:
+        settled = ~reuse.new[first] & ~reuse.new[second] & reuse.clean[first]
+        kept = np.flatnonzero(settled)[reuse.was_link(rows, keys, first[settled], second[settled])]
+        found.append(_pairs(rows, keys[first[kept]], first[kept], second[kept]))
+        first, second, forward, backward = first[~settled], second[~settled], forward[~settled], backward[~settled]
     if not len(first):
-        return []
+        return found
 
     docs = (rows["src"].astype(np.uint64) << np.uint64(32)) | rows["row"].astype(np.uint64)
     ends = np.concatenate([first, second])
     unique_docs, doc_of_end = np.unique(docs[ends], return_inverse=True)
     signatures = _gather_signatures(layout.num_perm, unique_docs, bundles)
     doc_a, doc_b = doc_of_end[: len(first)], doc_of_end[len(first) :]
-    found: list[Arrays] = []
     for chunk in range(0, len(first), VERIFY_CHUNK):
         part = slice(chunk, chunk + VERIFY_CHUNK)
         a, b = first[part], second[part]
@@ -351,24 +422,25 @@ def _codes(src: np.ndarray, row: np.ndarray) -> np.ndarray:
 
 
 def _partial(rows: Arrays, links: Arrays, members: Arrays) -> dict[str, Any]:
+    """In columns, which JSON writes and reads several times faster than a record per member:
+    the members (id order) with their ranking fields, and the links as pairs of member indexes."""
     slots = key_slots(rows["key"])
     census_keys = rows["key"][slots == CENSUS]
     documents = int(np.count_nonzero((slots == CENSUS) | (slots == EMPTY)))
     exact = len(census_keys) - len(np.unique(census_keys))
+    order = np.argsort(members["id"], kind="stable")
+    members = members.take(order)
     codes = _codes(members["src"], members["row"])
-    order = np.argsort(codes)
-    ids = members["id"][order]
-    a = ids[np.searchsorted(codes[order], _codes(links["a_src"], links["a_row"]))]
-    b = ids[np.searchsorted(codes[order], _codes(links["b_src"], links["b_row"]))]
-    pairs = sorted({(x, y) if x < y else (y, x) for x, y in zip(a.tolist(), b.tolist())})
+    by_code = np.argsort(codes)
+    a = by_code[np.searchsorted(codes[by_code], _codes(links["a_src"], links["a_row"]))]
+    b = by_code[np.searchsorted(codes[by_code], _codes(links["b_src"], links["b_row"]))]
+    pairs = np.unique(np.stack([np.minimum(a, b), np.maximum(a, b)], axis=1), axis=0) if len(a) else np.empty((0, 2), np.int64)
     return {
-        "links": [list(p) for p in pairs],
-        "members": {
-            doc_id: [int(length), date, path]
-            for doc_id, length, date, path in zip(
-                members["id"].tolist(), members["length"].tolist(), members["date"].tolist(), members["path"].tolist()
-            )
-        },
+        "ids": members["id"].tolist(),
+        "length": [int(v) for v in members["length"].tolist()],
+        "date": members["date"].tolist(),
+        "path": members["path"].tolist(),
+        "links": [pairs[:, 0].tolist(), pairs[:, 1].tolist()],
         "documents": documents,
         "exact_duplicates": exact,
     }

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import hashlib
+import shutil
 import time
 from pathlib import Path
 from typing import Any
@@ -14,7 +15,7 @@ from conftest import shared_path
 from textmill.tasks.bundle import read_summaries, write_bundle
 from textmill.tasks.dedupe import Deduplicator, decode_signature
 from textmill.tasks.dedupe_bands import CONTAINMENT, JACCARD, BandLayout, read_partition_rows
-from textmill.tasks.dedupe_index import BUCKET_REACH
+from textmill.tasks.dedupe_index import BUCKET_REACH, Reuse
 from textmill.tasks.document import Document
 
 Pairs = list[tuple[str, dict[str, Any]]]
@@ -153,6 +154,48 @@ def test_a_huge_bucket_costs_linear_time_and_still_clusters(tmp_path: Path) -> N
     assert time.perf_counter() - started < 30
     assert len({entry["cluster"] for entry in built["clusters"].values()}) == 1
     assert len(built["clusters"]) == len(texts)
+
+
+def test_an_added_bundle_reuses_old_links_and_equals_a_rebuild(
+    corpus: dict[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """New files in a new shard touch buckets full of old members (boilerplate pages past
+    BUCKET_REACH, clusters): each partition verifies only the pairs with a new member, keeps
+    the old pairs' verdicts, and its partial equals a fresh state's. A shard gone since (its
+    bundle folder removed too) is dropped from the kept rows."""
+    words = article("politics/290.txt")
+    pages = {}
+    for i in range(2 * BUCKET_REACH + 10):
+        page = list(words)
+        page[10] = f"page{i}"
+        pages[f"p{i:04d}"] = " ".join(page)
+    step = Deduplicator()
+    partitions = 3
+    first = bundles(tmp_path / "v1", summaries({**corpus, **pages}), 3, partitions, step)
+
+    def partials(folders: list[Path], state: Path) -> list[dict[str, Any]]:
+        return [step.reduce(p, folders, state / f"p{p}") for p in range(partitions)]
+
+    partials(first, tmp_path / "state")
+    late = {"p-late": pages["p0007"].replace("page7", "late")}
+    late["a-late"] = corpus["a"] + " with a line the wire added"
+    late["u-late"] = " ".join(article("tech/030.txt"))
+    added = bundles(tmp_path / "v2", summaries(late), 1, partitions, step)
+    folders = sorted([*first, *added], key=lambda f: f.name)
+    updated = partials(folders, tmp_path / "state")
+    assert updated == partials(folders, tmp_path / "fresh")
+    linked = {frozenset((p["ids"][i], p["ids"][j])) for p in updated for i, j in zip(*p["links"])}
+    assert any("a-late" in pair and pair & {"a", "a-copy", "a-edit"} for pair in linked)
+    assert any("p-late" in pair for pair in linked)
+
+    with monkeypatch.context() as patched:  # old verdicts forgotten: links are lost, so they are reused
+        patched.setattr(Reuse, "was_link", lambda self, rows, keys, a, b: np.zeros(len(a), dtype=bool))
+        partials(first, tmp_path / "fault")
+        assert partials(folders, tmp_path / "fault") != updated
+
+    shutil.rmtree(first[0])
+    rest = [f for f in folders if f != first[0]]
+    assert partials(rest, tmp_path / "state") == partials(rest, tmp_path / "fresh-2")
 
 
 def test_bundle_keeps_the_summaries_for_apply(corpus: dict[str, str], tmp_path: Path) -> None:
