@@ -109,6 +109,14 @@ def publish_cache_key(context: TaskRunContext, parameters: dict[str, Any]) -> st
     return None if token is None else digest([context.task.name, token])
 
 
+def republish_cache_key(context: TaskRunContext, parameters: dict[str, Any]) -> str | None:
+    """Key a publish shard task that must run (a changed, forced or damaged shard) by the
+    publish key its shard has once written, so the next run finds it Cached; the task runs with
+    `refresh_cache`, replacing whatever an earlier run cached under that key."""
+    token = shard.publish_record_token(parameters["step"], parameters["shard_no"], parameters["refs"])
+    return None if token is None else digest([context.task.name, token])
+
+
 def unquoted(value: Any) -> Any:
     """A parameter as the task receives it: lists passed `whole` are still wrapped when the
     runner computes the key before submitting (`runners.served_from_cache`)."""
@@ -531,9 +539,17 @@ def publish_shards(
     paths = runner.paths
     force = shard.publish_forced(paths)
     publish = runner.configure(publish_shard_task, "publish-{shard_no}", "publish", key=publish_cache_key)
+    republish = runner.configure(
+        publish_shard_task, "publish-{shard_no}", "publish", key=republish_cache_key
+    ).with_options(refresh_cache=True)
+
+    def submit(n: int) -> PrefectFuture:
+        keyed = shard.publish_cache_token(paths, sink, n, refs[n], force) is not None  # unchanged, or first
+        return (publish if keyed else republish).submit(paths, sink, n, refs[n], run, force)
+
     runner.map_shards(
         "publish",
-        lambda n: publish.submit(paths, sink, n, refs[n], run, force),
+        submit,
         shards,
         {n: refs[n].count for n in shards},
     )

@@ -460,16 +460,24 @@ def publish_forced(paths: Paths) -> bool:
     return finished is None or not files_intact(Path(paths.out), finished["files"])
 
 
+def publish_record_token(spec: StepSpec | None, shard_no: int, refs: RefList) -> str | None:
+    """What a publish shard task's result is cached under once it has run: its publish key, or
+    None for a sink that writes to a database (only the database can tell what it holds)."""
+    sink = step_for(spec) if spec is not None else None
+    if isinstance(sink, SinkStep) and sink.sharded() and sink.outputs_external():
+        return None
+    return publish_key(spec, shard_no, refs)
+
+
 def publish_cache_token(paths: Paths, spec: StepSpec | None, shard_no: int, refs: RefList, force: bool) -> str | None:
     """What keys a publish shard task in Prefect's cache, so an unchanged shard shows as Cached:
     its publish key when the shard's last publish state has that key and its files are intact
     (or there is no state yet: a first publish); None, run it, otherwise: a changed shard (a
     result cached under its key may describe files since overwritten), forced, or written to a
     database, which only the database can check."""
-    sink = step_for(spec) if spec is not None else None
-    if isinstance(sink, SinkStep) and sink.sharded() and sink.outputs_external():
+    key = publish_record_token(spec, shard_no, refs)
+    if key is None:
         return None
-    key = publish_key(spec, shard_no, refs)
     state = read_state(paths.publish_state / f"shard-{shard_no}.json")
     if state is None:
         return key

@@ -10,7 +10,7 @@ import polars as pl
 import pytest
 
 from conftest import published_files
-from flowkit import computed, records, run_flow, set_option, shards_of
+from flowkit import computed, records, run_flow, set_option, shards_of, task_run_states
 from textmill.flows.store import Store
 
 pytestmark = pytest.mark.slow
@@ -64,6 +64,12 @@ def test_a_change_rewrites_only_its_shard_and_sqlite_in_place(
     assert "A closing line added" in records(out)[edited.name]["text"]
     assert sqlite_rows(out)[edited.name][2] == records(out)[edited.name]["text"]
     assert first["counts"] == second["counts"]
+
+    third = run_flow(seeds_copy, out, config, workers=1)
+    states = task_run_states(third["run_id"], expected=len(shards) + 1)
+    assert {name: state for name, state in states.items() if name.startswith("publish-")} == {
+        f"publish-{n}": "Cached" for n in shards
+    }, "the shard written last run is Cached now: its task ran under the key it has since"
 
 
 def test_deletions_remove_rows_and_removed_shards_lose_their_parts(
