@@ -90,7 +90,7 @@ class ShardProcessRunner(ProcessPoolTaskRunner):
         progress.new_run()
         queue = multiprocessing.get_context("spawn").Queue()
         self._progress_queue = queue
-        self._initializer, self._initargs = start_worker, (queue,)
+        self._initializer, self._initargs = start_worker, (queue, api_url())
         self._progress_thread = threading.Thread(
             target=progress.receive_forwarded, args=(queue,), name="textmill-progress", daemon=True
         )
@@ -133,10 +133,36 @@ def served_from_cache(task: Any, parameters: dict[str, Any]) -> bool:
     return bool(key) and (Path(storage) / key).is_file()
 
 
-def start_worker(queue: Any) -> None:
-    """Runs once in each worker process before its first task: progress goes back to the parent."""
+def start_worker(queue: Any, parent_api_url: str | None) -> None:
+    """Runs once in each worker process before its first task: progress goes back to the parent,
+    and one API client serves every task run of the worker."""
     ignore_interrupt_in_cli_worker()
     progress.forward_to(queue)
+    keep_api_client(parent_api_url)
+
+
+def api_url() -> str | None:
+    """The Prefect API this process reports to (None: none configured)."""
+    from prefect.settings import get_current_settings
+
+    return get_current_settings().api.url or None
+
+
+def keep_api_client(parent_api_url: str | None) -> None:
+    """Enter a Prefect client context for the rest of this worker's life. Without one, Prefect
+    builds two clients for each task run in a worker process (each an HTTP client with a new TLS
+    context, tens of ms); with one in the context, both calls take it. Only when this process
+    reports to the same API as its parent: a client made here without an API configured would
+    start a server of its own."""
+    from prefect.context import SyncClientContext
+
+    if parent_api_url is None or api_url() != parent_api_url:
+        return
+    _worker_client.append(SyncClientContext().__enter__())
+
+
+# The worker's kept client context (entered once, never left: it lives as long as the process).
+_worker_client: list[Any] = []
 
 
 def flow_task_runner() -> Any:
