@@ -6,6 +6,9 @@ resolve every future so that a failed shard fails the run.
 """
 from __future__ import annotations
 
+import contextvars
+import logging
+import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -64,6 +67,8 @@ from textmill.tasks.read import DiscoveryReport, SourceFile, discover
 
 # Shortest interval between two updates of the run's progress artifact.
 PROGRESS_ARTIFACT_SECONDS = 2.0
+# Longest wait at the end of a run for the progress artifact's last update.
+PROGRESS_ARTIFACT_CLOSE_SECONDS = 30.0
 # Partition tasks per worker of a corpus step's index: each task reduces a group of partitions
 # in turn. Enough groups to keep every worker busy to the end; few enough that Prefect's cost
 # per task run (a task run to create, states to set, a result to persist or read back: tens of
@@ -310,6 +315,48 @@ def run_name() -> str:
     return f"textmill-{Path(corpus).resolve().name}"
 
 
+class ProgressArtifact:
+    """The run's `textmill-progress` artifact, updated from a thread of its own: an update is an
+    API call (up to a few hundred ms on a busy SQLite-backed server) the flow need not wait for.
+    Only the newest value is sent; `close` sends the last one before the run goes on."""
+
+    def __init__(self, artifact_id: UUID) -> None:
+        self.artifact_id = artifact_id
+        self._pending: tuple[float, str] | None = None
+        self._closed = False
+        self._changed = threading.Condition()
+        context = contextvars.copy_context()  # the flow's settings and API client
+        self._thread = threading.Thread(
+            target=context.run, args=(self._send,), name="textmill-progress-artifact", daemon=True
+        )
+        self._thread.start()
+
+    def show(self, progress: float, description: str) -> None:
+        with self._changed:
+            self._pending = (progress, description)
+            self._changed.notify()
+
+    def close(self) -> None:
+        with self._changed:
+            self._closed = True
+            self._changed.notify()
+        self._thread.join(timeout=PROGRESS_ARTIFACT_CLOSE_SECONDS)
+
+    def _send(self) -> None:
+        while True:
+            with self._changed:
+                while self._pending is None and not self._closed:
+                    self._changed.wait()
+                pending, self._pending, closed = self._pending, None, self._closed
+            if pending is not None:
+                try:
+                    update_progress_artifact(self.artifact_id, progress=pending[0], description=pending[1])
+                except Exception as exc:  # noqa: BLE001 - a progress display never fails the run
+                    logging.getLogger("textmill").warning("progress artifact not updated: %s", exc)
+            if closed:
+                return
+
+
 @dataclass
 class Runner:
     """Submits a stage's shard tasks with the run's cache and retry policy, and gathers them."""
@@ -319,7 +366,7 @@ class Runner:
     stages: dict[str, StageStats]
     record: RunRecord
     tag_steps: bool = False
-    progress_artifact: UUID | None = None
+    progress_artifact: ProgressArtifact | None = None
     expected_tasks: int = 0
     finished_tasks: int = 0
     progress_shown_at: float = 0.0
@@ -327,9 +374,14 @@ class Runner:
     def track(self, expected_tasks: int) -> None:
         """Create the run's progress artifact: the share of its shard tasks that have finished."""
         self.expected_tasks = expected_tasks
-        self.progress_artifact = create_progress_artifact(
-            progress=0.0, key="textmill-progress", description="Shard tasks finished"
+        self.progress_artifact = ProgressArtifact(
+            create_progress_artifact(progress=0.0, key="textmill-progress", description="Shard tasks finished")
         )
+
+    def close(self) -> None:
+        """Send the progress artifact's last value."""
+        if self.progress_artifact is not None:
+            self.progress_artifact.close()
 
     def remember(self, future: PrefectFuture, produced: str | None = None) -> None:
         """Note in the run record a finished task's result file and a file it produced, for gc."""
@@ -350,11 +402,10 @@ class Runner:
         if self.finished_tasks < self.expected_tasks and now - self.progress_shown_at < PROGRESS_ARTIFACT_SECONDS:
             return
         self.progress_shown_at = now
-        update_progress_artifact(
-                self.progress_artifact,
-                progress=min(100.0, 100.0 * self.finished_tasks / self.expected_tasks),
-                description=f"{self.finished_tasks} of {self.expected_tasks} shard tasks finished (last: {stage})",
-            )
+        self.progress_artifact.show(
+            min(100.0, 100.0 * self.finished_tasks / self.expected_tasks),
+            f"{self.finished_tasks} of {self.expected_tasks} shard tasks finished (last: {stage})",
+        )
 
     def configure(self, fn: Any, name: str, step: str, cached: bool = True, key: Callable[..., str | None] | None = None) -> Any:
         """`fn` with the run's retry policy, the step's tag and, when `cached`, the shard cache.
@@ -469,65 +520,68 @@ def run_pipeline(cfg: PipelineConfig, paths: Paths, corpus: str) -> dict[str, An
     )
     shard_map.save(paths.shard_map)
     runner = Runner(paths, cfg.run, {}, RunRecord(run_id=str(flow_run.id)), tag_steps=tag_steps())
-    shards = list(members)
-    run_in_process(len(shards))
-    runner.track(len(shards) * (2 + sum({"document": 1, "corpus": 2}.get(s.scope, 0) for s in cfg.steps)))
-    logger.info("%s files in %s shards; steps: %s", len(sources), len(shards), ", ".join(s.name for s in cfg.steps))
+    try:
+        shards = list(members)
+        run_in_process(len(shards))
+        runner.track(len(shards) * (2 + sum({"document": 1, "corpus": 2}.get(s.scope, 0) for s in cfg.steps)))
+        logger.info("%s files in %s shards; steps: %s", len(sources), len(shards), ", ".join(s.name for s in cfg.steps))
 
-    read = runner.configure(read_task, "read-{shard_no}", "read")
-    results = runner.map_shards(
-        "read",
-        lambda n: read.submit(paths, n, whole(members[n]), cfg.input, shard.READ_FINGERPRINT),
-        shards,
-        {n: len(members[n]) for n in shards},
-    )
-    refs = {n: r.refs for n, r in results.items()}
-
-    sink: StepSpec | None = None
-    for step in cfg.steps:
-        sizes = {n: refs[n].count for n in shards}
-        if step.scope == "document":
-            doc_task = runner.configure(document_task, f"{step.name}-{{shard_no}}", step.name)
-            results = runner.map_shards(step.name, lambda n: doc_task.submit(paths, step, n, refs[n]), shards, sizes)
-        elif step.scope == "corpus":
-            results = run_corpus_step(runner, step, shards, refs, sizes)
-        else:
-            sink = step
-            continue
+        read = runner.configure(read_task, "read-{shard_no}", "read")
+        results = runner.map_shards(
+            "read",
+            lambda n: read.submit(paths, n, whole(members[n]), cfg.input, shard.READ_FINGERPRINT),
+            shards,
+            {n: len(members[n]) for n in shards},
+        )
         refs = {n: r.refs for n, r in results.items()}
-        totals = runner.stages[step.name]
-        logger.info("%s: %s computed, %s cached, %s skipped", step.name, totals.computed, totals.cached, totals.skipped)
 
-    run_info = RunInfo(run_id=str(flow_run.id), run_name=flow_run.name or run_name(), config_digest=cfg.digest)
-    outcome = publish_shards(runner, sink, shards, refs, run_info)
-    if sink is None:
-        runner.stages.pop("publish", None)
-    with failing_as("gc failed"), in_this_process():
-        gc = runner.configure(gc_task, "gc", "gc", cached=False)
-        write_run_record(paths.state, runner.record)
-        gc.submit(paths, cfg.run.keep_runs).result()
-    manifest = build_manifest(
-        run_id=str(flow_run.id),
-        run_name=flow_run.name or run_name(),
-        corpus=corpus,
-        config_path=str(cfg.path),
-        config_digest=cfg.digest,
-        files=len(sources),
-        step_versions={s.name: s.version for s in cfg.steps},
-        stages=runner.stages,
-        stats=outcome.stats,
-        outputs=[*outcome.files, "manifest.json"],
-        published=outcome.changes,
-        skipped_output_folders=discovery.output_folders,
-        skipped_links=discovery.aliases,
-        hashed_files={"hashed": discovery.hashed, "unchanged": discovery.unchanged},
-        store=asdict(store_size(paths.state)),
-    )
-    write_manifest(Path(paths.out), manifest)
-    create_markdown_artifact(key="textmill-summary", markdown=summary_markdown(manifest), description="Run summary")
-    create_table_artifact(key="textmill-steps", table=steps_table(manifest), description="Per-step work and cache use")
-    logger.info("done: %s", ", ".join(f"{v} {k}" for k, v in manifest["counts"].items()))
-    return manifest
+        sink: StepSpec | None = None
+        for step in cfg.steps:
+            sizes = {n: refs[n].count for n in shards}
+            if step.scope == "document":
+                doc_task = runner.configure(document_task, f"{step.name}-{{shard_no}}", step.name)
+                results = runner.map_shards(step.name, lambda n: doc_task.submit(paths, step, n, refs[n]), shards, sizes)
+            elif step.scope == "corpus":
+                results = run_corpus_step(runner, step, shards, refs, sizes)
+            else:
+                sink = step
+                continue
+            refs = {n: r.refs for n, r in results.items()}
+            totals = runner.stages[step.name]
+            logger.info("%s: %s computed, %s cached, %s skipped", step.name, totals.computed, totals.cached, totals.skipped)
+
+        run_info = RunInfo(run_id=str(flow_run.id), run_name=flow_run.name or run_name(), config_digest=cfg.digest)
+        outcome = publish_shards(runner, sink, shards, refs, run_info)
+        if sink is None:
+            runner.stages.pop("publish", None)
+        with failing_as("gc failed"), in_this_process():
+            gc = runner.configure(gc_task, "gc", "gc", cached=False)
+            write_run_record(paths.state, runner.record)
+            gc.submit(paths, cfg.run.keep_runs).result()
+        manifest = build_manifest(
+            run_id=str(flow_run.id),
+            run_name=flow_run.name or run_name(),
+            corpus=corpus,
+            config_path=str(cfg.path),
+            config_digest=cfg.digest,
+            files=len(sources),
+            step_versions={s.name: s.version for s in cfg.steps},
+            stages=runner.stages,
+            stats=outcome.stats,
+            outputs=[*outcome.files, "manifest.json"],
+            published=outcome.changes,
+            skipped_output_folders=discovery.output_folders,
+            skipped_links=discovery.aliases,
+            hashed_files={"hashed": discovery.hashed, "unchanged": discovery.unchanged},
+            store=asdict(store_size(paths.state)),
+        )
+        write_manifest(Path(paths.out), manifest)
+        create_markdown_artifact(key="textmill-summary", markdown=summary_markdown(manifest), description="Run summary")
+        create_table_artifact(key="textmill-steps", table=steps_table(manifest), description="Per-step work and cache use")
+        logger.info("done: %s", ", ".join(f"{v} {k}" for k, v in manifest["counts"].items()))
+        return manifest
+    finally:
+        runner.close()
 
 
 def publish_shards(

@@ -53,8 +53,8 @@ SIGNATURES_FILE = "dedupe-signatures.npy"
 ROWS_FILE = "dedupe-rows.arrow"
 ROW_SCHEMA = pa.schema([("key", pa.uint64()), ("row", pa.uint32()), ("size", pa.uint32())])
 IPC_OPTIONS = pa.ipc.IpcWriteOptions(compression="zstd")
-# Rows files are read once per partition, memory-mapped: uncompressed, a batch is read in place
-# (their keys are hashes, which zstd does not shrink; decompressing was most of a read).
+# Rows files are uncompressed: their keys are hashes, which zstd does not shrink, and
+# decompressing was most of reading a partition's batch.
 ROWS_OPTIONS = pa.ipc.IpcWriteOptions()
 
 _M1 = np.uint64(0xBF58476D1CE4E5B9)
@@ -225,7 +225,7 @@ def read_partition_rows(folder: Path, partition: int) -> tuple[np.ndarray, np.nd
     readers = _open_rows()
     reader = readers.get(path)
     if reader is None:
-        reader = readers[path] = pa.ipc.open_file(pa.memory_map(path))
+        reader = readers[path] = pa.ipc.open_file(pa.OSFile(path))
     batch = reader.get_batch(partition)
     return tuple(batch.column(i).to_numpy(zero_copy_only=False).copy() for i in range(3))  # type: ignore[return-value]
 
