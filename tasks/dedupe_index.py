@@ -121,10 +121,6 @@ _MEMBERS = ("src", "row", "id", "length", "date", "path")
 _MEMBER_TYPES = {"src": np.int64, "row": np.int64, "id": object, "length": np.int64, "date": object, "path": object}
 
 
-def _empty_links() -> Arrays:
-    return Arrays.concat([], _LINKS, _LINK_TYPES)
-
-
 def _empty_members() -> Arrays:
     return Arrays.concat([], _MEMBERS, _MEMBER_TYPES)
 
