@@ -80,8 +80,10 @@ class PrefectServer:
     """A `prefect server start` of its own on a free local port, for runs that report to a server
     the way a monitored deployment does, instead of starting an ephemeral one per run."""
 
-    def __init__(self, home: Path, env: dict[str, str], log: Path) -> None:
-        self.home, self.env, self.log = home, env, log
+    def __init__(self, home: Path, env: dict[str, str], log: Path, database_url: str | None = None) -> None:
+        """`database_url`: an SQLAlchemy URL for the server's state (e.g. PostgreSQL through
+        asyncpg); without it, the server keeps its state in SQLite under `home`."""
+        self.home, self.env, self.log, self.database_url = home, env, log, database_url
         self.proc: subprocess.Popen[bytes] | None = None
         self.url = ""
 
@@ -94,6 +96,8 @@ class PrefectServer:
             port = sock.getsockname()[1]
         # The UI asks the API at PREFECT_UI_API_URL, which otherwise names the default port 4200.
         env = {**self.env, "PREFECT_HOME": str(self.home), "PREFECT_UI_API_URL": f"http://127.0.0.1:{port}/api"}
+        if self.database_url:
+            env["PREFECT_SERVER_DATABASE_CONNECTION_URL"] = self.database_url
         argv = [sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1", "--port", str(port)]
         with open(self.log, "ab") as sink:
             self.proc = subprocess.Popen(argv, stdout=sink, stderr=subprocess.STDOUT, env=env)

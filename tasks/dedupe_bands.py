@@ -4,7 +4,9 @@ Every candidate pair of the dedupe index comes from two documents sharing a buck
 key: the top 12 bits name a *slot* (one band of one banding, or the exact-text census), the
 other 52 a hash of the band's values. A row is `(key, row, size)`; a shard writes its rows
 to one file with one record batch per partition (`partition = mix(key) % partitions`), so
-the rows of a bucket always meet in one partition task, whatever shard they came from.
+the rows of a bucket always meet in one partition task, whatever shard they came from. Each
+batch is sorted by key, so an update finds the rows of the buckets it touches by binary
+search, and the census rows (the highest slots) are the batch's tail.
 
 Slots, for signatures of `num_perm` values:
 
@@ -206,7 +208,7 @@ def write_shard_files(
     keys = np.concatenate([census, band_keys.reshape(-1)])
     rows = np.concatenate([np.arange(n, dtype=np.uint32), np.tile(band_rows, len(layout.starts))])
     parts = partition_of(keys, partitions)
-    order = np.argsort(parts, kind="stable")
+    order = np.lexsort((rows, keys, parts))
     bounds = np.searchsorted(parts[order], np.arange(partitions + 1))
     with pa.ipc.new_file(folder / ROWS_FILE, ROW_SCHEMA, options=ROWS_OPTIONS) as writer:
         for p in range(partitions):
@@ -219,15 +221,53 @@ def write_shard_files(
             )
 
 
-def read_partition_rows(folder: Path, partition: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """One partition's `(key, row, size)` arrays from a shard's rows file."""
+def read_partition_rows(
+    folder: Path, partition: int, keys: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """One partition's `(key, row, size)` arrays from a shard's rows file; with `keys` (sorted,
+    unique), only the rows of those buckets."""
+    batch = _read_batch(folder, partition)
+    key = batch.column(0).to_numpy(zero_copy_only=False)
+    chosen = None if keys is None else _rows_with_keys(key, keys)
+    columns = [batch.column(i).to_numpy(zero_copy_only=False) for i in range(3)]
+    if chosen is None:
+        return tuple(c.copy() for c in columns)  # type: ignore[return-value]
+    return tuple(c[chosen] for c in columns)  # type: ignore[return-value]
+
+
+def read_census_keys(folder: Path, partition: int) -> np.ndarray:
+    """The keys of one partition's census rows (one per document: `CENSUS` or `EMPTY` slot)."""
+    key = _read_batch(folder, partition).column(0).to_numpy(zero_copy_only=False)
+    if _is_sorted(key):
+        return key[np.searchsorted(key, np.uint64(CENSUS << HASH_BITS)) :].copy()
+    return key[key >= np.uint64(CENSUS << HASH_BITS)]
+
+
+def _rows_with_keys(key: np.ndarray, keys: np.ndarray) -> np.ndarray:
+    """Indexes of the rows of `key` whose key is in `keys` (sorted, unique), in row order: by
+    binary search when `key` is sorted (every bundle since batches are), else by a scan."""
+    if not _is_sorted(key):
+        at = np.minimum(np.searchsorted(keys, key), max(len(keys) - 1, 0))
+        return np.flatnonzero(keys[at] == key) if len(keys) else np.empty(0, np.int64)
+    lo, hi = np.searchsorted(key, keys, side="left"), np.searchsorted(key, keys, side="right")
+    counts = hi - lo
+    total = int(counts.sum())
+    if not total:
+        return np.empty(0, np.int64)
+    return np.arange(total) + np.repeat(lo - (np.cumsum(counts) - counts), counts)
+
+
+def _is_sorted(values: np.ndarray) -> bool:
+    return bool(np.all(values[1:] >= values[:-1]))
+
+
+def _read_batch(folder: Path, partition: int) -> pa.RecordBatch:
     path = str(folder / ROWS_FILE)
     readers = _open_rows()
     reader = readers.get(path)
     if reader is None:
         reader = readers[path] = pa.ipc.open_file(pa.OSFile(path))
-    batch = reader.get_batch(partition)
-    return tuple(batch.column(i).to_numpy(zero_copy_only=False).copy() for i in range(3))  # type: ignore[return-value]
+    return reader.get_batch(partition)
 
 
 def keep_rows_open(folders: list[Path]) -> None:

@@ -14,9 +14,11 @@ bundle that is new, or in one that is gone (read from that bundle while it still
 the links of the other buckets are kept. In a touched bucket that lost no member, a pair of
 two old members is not verified again: it is a link exactly when it was one. A bucket's links
 depend on its members only, so the result equals a rebuild over the same bundles. The rows
-themselves are not kept: the bundles hold them (a sorted copy per partition cost more to
-sort and write each run than reading one record batch per shard, whose files stay open for
-the partitions a worker reduces in turn).
+themselves are not kept: the bundles hold them, each partition's batch sorted by key, so an
+update takes from an unchanged bundle only the rows of touched buckets (binary search) and its
+census tail, instead of concatenating and scanning every row of the partition (a sorted copy
+per partition cost more to sort and write each run; the rows files stay open for the
+partitions a worker reduces in turn).
 """
 from __future__ import annotations
 
@@ -34,12 +36,14 @@ import pyarrow as pa
 from textmill.tasks.dedupe_bands import (
     CENSUS,
     EMPTY,
+    HASH_BITS,
     IPC_OPTIONS,
     JACCARD,
     BandLayout,
     keep_rows_open,
     key_slots,
     read_docs,
+    read_census_keys,
     read_partition_rows,
     read_signatures,
     size_bucket,
@@ -133,11 +137,12 @@ def reduce_partition(
     bundles = sorted(bundles, key=lambda b: b.name)
     source = {folder.name: i for i, folder in enumerate(bundles)}
     keep_rows_open(bundles)
-    rows = _read_rows(bundles, partition)
     previous = _load_state(state)
     if previous is None:
+        rows = _read_rows(bundles, partition)
         links = _links(layout, thresholds, _in_bucket_order(rows), bundles)
         kept_members = _empty_members()
+        census = rows["key"][rows["key"] >= np.uint64(CENSUS << HASH_BITS)]
     else:
         old_folders, old_links, old_members = previous
         remap = np.array([source.get(folder.name, -1) for folder in old_folders], dtype=np.int64)
@@ -145,7 +150,8 @@ def reduce_partition(
         added[remap[remap >= 0]] = False
         gone = [read_partition_rows(folder, partition)[0] for folder, at in zip(old_folders, remap) if at < 0]
         lost = np.unique(np.concatenate(gone)) if gone else np.empty(0, np.uint64)
-        touched = np.union1d(rows["key"][added[rows["src"]]], lost)
+        new_rows = _read_rows(bundles, partition, np.flatnonzero(added))
+        touched = np.union1d(new_rows["key"], lost)
         for column in ("a_src", "b_src"):
             old_links.columns[column] = remap[old_links[column]]
         old_members.columns["src"] = remap[old_members["src"]]
@@ -154,19 +160,25 @@ def reduce_partition(
         kept_links = old_links.take(alive & ~in_touched)
         known = old_links.take(alive & in_touched & ~_member(old_links["key"], lost))
         kept_members = old_members.take(old_members["src"] >= 0)
-        update = _in_bucket_order(rows.take(_member(rows["key"], touched)))
+        old_rows = _read_rows(bundles, partition, np.flatnonzero(~added), touched)
+        update = _in_bucket_order(Arrays.concat([new_rows, old_rows], _ROWS, _ROW_TYPES))
         reuse = Reuse(added[update["src"]], ~_member(update["key"], lost), known)
         links = Arrays.concat([kept_links, _links(layout, thresholds, update, bundles, reuse)], _LINKS, _LINK_TYPES)
+        census = np.concatenate(
+            [new_rows["key"][new_rows["key"] >= np.uint64(CENSUS << HASH_BITS)]]
+            + [read_census_keys(bundles[i], partition) for i in np.flatnonzero(~added)]
+        )
     members = _members(links, kept_members, bundles)
     _save_state(state, bundles, links, members)
-    return _partial(rows, links, members)
+    return _partial(census, links, members)
 
 
-def _read_rows(bundles: list[Path], partition: int) -> Arrays:
-    """The partition's rows of every bundle, tagged with their bundle's index."""
+def _read_rows(bundles: list[Path], partition: int, which: Iterable[int] | None = None, keys: np.ndarray | None = None) -> Arrays:
+    """The partition's rows of the bundles at indexes `which` (default: all), tagged with their
+    bundle's index; with `keys` (sorted, unique), only the rows of those buckets."""
     parts = []
-    for i, folder in enumerate(bundles):
-        key, row, size = read_partition_rows(folder, partition)
+    for i in range(len(bundles)) if which is None else which:
+        key, row, size = read_partition_rows(bundles[i], partition, keys)
         parts.append(Arrays({"key": key, "size": size, "src": np.full(len(key), i, np.int64), "row": row.astype(np.int64)}))
     return Arrays.concat(parts, _ROWS, _ROW_TYPES)
 
@@ -417,12 +429,13 @@ def _codes(src: np.ndarray, row: np.ndarray) -> np.ndarray:
     return (src.astype(np.int64) << 32) | row.astype(np.int64)
 
 
-def _partial(rows: Arrays, links: Arrays, members: Arrays) -> dict[str, Any]:
+def _partial(census: np.ndarray, links: Arrays, members: Arrays) -> dict[str, Any]:
     """In columns, which JSON writes and reads several times faster than a record per member:
-    the members (id order) with their ranking fields, and the links as pairs of member indexes."""
-    slots = key_slots(rows["key"])
-    census_keys = rows["key"][slots == CENSUS]
-    documents = int(np.count_nonzero((slots == CENSUS) | (slots == EMPTY)))
+    the members (id order) with their ranking fields, and the links as pairs of member indexes;
+    the partition's documents and exact copies are counted from its `census` keys (one per
+    document)."""
+    census_keys = census[key_slots(census) == CENSUS]
+    documents = len(census)
     exact = len(census_keys) - len(np.unique(census_keys))
     order = np.argsort(members["id"], kind="stable")
     members = members.take(order)

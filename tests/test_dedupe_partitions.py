@@ -8,13 +8,24 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pyarrow as pa
 import pytest
 from datasketch import LeanMinHash, MinHashLSH, MinHashLSHEnsemble
 
 from conftest import shared_path
 from textmill.tasks.bundle import read_summaries, write_bundle
 from textmill.tasks.dedupe import Deduplicator, decode_signature
-from textmill.tasks.dedupe_bands import CONTAINMENT, JACCARD, BandLayout, read_partition_rows
+from textmill.tasks import dedupe_bands
+from textmill.tasks.dedupe_bands import (
+    CONTAINMENT,
+    JACCARD,
+    ROW_SCHEMA,
+    ROWS_FILE,
+    ROWS_OPTIONS,
+    BandLayout,
+    read_census_keys,
+    read_partition_rows,
+)
 from textmill.tasks.dedupe_index import BUCKET_REACH, Reuse
 from textmill.tasks.document import Document
 
@@ -243,6 +254,65 @@ def datasketch_clusters(pairs: Pairs, step: Deduplicator) -> list[list[str]]:
             if other != i and j * (sizes[i] + sizes[other]) / ((1 + j) * sizes[i]) >= opts.containment_threshold:
                 links.union(i, other)
     return sorted(sorted(g) for g in links.groups() if len(g) > 1)
+
+
+def unsort_rows(folder: Path, partitions: int) -> None:
+    """Rewrite a bundle's rows file with each batch in reverse key order, as bundles written
+    before batches were sorted may hold them."""
+    batches = [read_partition_rows(folder, p) for p in range(partitions)]
+    dedupe_bands.keep_rows_open([])
+    with pa.ipc.new_file(folder / ROWS_FILE, ROW_SCHEMA, options=ROWS_OPTIONS) as writer:
+        for key, row, size in batches:
+            order = np.lexsort((row, key))[::-1]
+            writer.write_batch(pa.record_batch([pa.array(key[order]), pa.array(row[order]), pa.array(size[order])], schema=ROW_SCHEMA))
+
+
+def test_rows_of_touched_buckets_by_binary_search_equal_a_scan(corpus: dict[str, str], tmp_path: Path) -> None:
+    step = Deduplicator()
+    folders = bundles(tmp_path, summaries(corpus), 2, 3, step)
+    for folder in folders:
+        for p in range(3):
+            key, row, size = read_partition_rows(folder, p)
+            assert np.all(key[1:] >= key[:-1]), "each partition's batch is sorted by key"
+            wanted = np.unique(np.concatenate([key[::3], np.array([0, 2**64 - 1], dtype=np.uint64)]))
+            mask = np.isin(key, wanted)
+            got = read_partition_rows(folder, p, wanted)
+            for column, expected in zip(got, (key[mask], row[mask], size[mask])):
+                assert np.array_equal(column, expected)
+            census = read_census_keys(folder, p)
+            assert np.array_equal(census, key[(key >> np.uint64(52)) >= np.uint64(4094)])
+    unsort_rows(folders[0], 3)
+    key, row, size = read_partition_rows(folders[0], 1)
+    assert not np.all(key[1:] >= key[:-1])
+    wanted = np.unique(key[::2])
+    got = read_partition_rows(folders[0], 1, wanted)
+    assert sorted(zip(*(c.tolist() for c in got))) == sorted(
+        (k, r, z) for k, r, z in zip(key.tolist(), row.tolist(), size.tolist()) if k in set(wanted.tolist())
+    )
+
+
+def test_an_update_over_unsorted_bundles_equals_a_rebuild(corpus: dict[str, str], tmp_path: Path) -> None:
+    """An unchanged bundle kept from before batches were sorted is read by a scan instead of a
+    binary search, with the same result; the other shard loses b-full (which held b-head and
+    b-tail of the kept shard together) and gains a copy of c and a near copy of the kept a."""
+    step = Deduplicator()
+    partitions = 4
+    pairs = dict(summaries({**corpus, "n-copy": corpus["c"], "n-a": corpus["a"] + " with a closing line"}))
+    others = ["b-full", "c", "n-copy", "n-a"]
+    kept = tmp_path / "kept"
+    write_bundle(kept, [(i, pairs[i]) for i in sorted(pairs) if i not in others], step, partitions)
+    unsort_rows(kept, partitions)
+    before, after = tmp_path / "before", tmp_path / "after"
+    write_bundle(before, [(i, pairs[i]) for i in others if not i.startswith("n-")], step, partitions)
+    write_bundle(after, [(i, pairs[i]) for i in others if i != "b-full"], step, partitions)
+    state = tmp_path / "state"
+    first = index(step, [kept, before], partitions, state)
+    assert first["clusters"]["b-tail"]["cluster"] == "b-full"
+    updated = index(step, [kept, after], partitions, state)
+    assert updated == index(step, [kept, after], partitions, tmp_path / "fresh")
+    assert updated["clusters"]["n-copy"]["cluster"] == "c"
+    assert updated["clusters"]["a"]["cluster"] == updated["clusters"]["n-a"]["cluster"] == "n-a", "joins a kept cluster"
+    assert "b-head" not in updated["clusters"] and "b-tail" not in updated["clusters"]
 
 
 def test_signature_rows_are_uint32(corpus: dict[str, str], tmp_path: Path) -> None:
