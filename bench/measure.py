@@ -5,13 +5,15 @@ reaped (Prefect's ephemeral API server, say): CPU time is their sum, peak RSS th
 """
 from __future__ import annotations
 
+import contextlib
+
 import os
 import subprocess
 import sys
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 
 @dataclass(frozen=True)
@@ -64,6 +66,10 @@ def python_module(module: str, *args: str) -> list[str]:
     return [sys.executable, "-m", module, *args]
 
 
+# The database a benchmark's PostgreSQL-backed Prefect server keeps its state in (made afresh).
+PREFECT_DATABASE = "textmill_bench_prefect"
+
+
 def bench_env(prefect_home: Path) -> dict[str, str]:
     """The environment for measured textmill runs: offline, quiet, a Prefect home of their own."""
     env = dict(os.environ)
@@ -74,6 +80,27 @@ def bench_env(prefect_home: Path) -> dict[str, str]:
     )
     env.pop("PREFECT_API_URL", None)
     return env
+
+
+@contextlib.contextmanager
+def fresh_database(dsn: str, name: str = PREFECT_DATABASE) -> Iterator[str]:
+    """A new, empty database `name` on the PostgreSQL server of `dsn`, dropped afterwards;
+    yields its SQLAlchemy URL for a Prefect server (asyncpg driver)."""
+    import psycopg
+    from psycopg import sql
+
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    info = psycopg.conninfo.conninfo_to_dict(dsn)
+    user = info.get("user", "postgres")
+    password = f":{info['password']}" if info.get("password") else ""
+    host, port = info.get("host", "127.0.0.1"), info.get("port", "5432")
+    try:
+        yield f"postgresql+asyncpg://{user}{password}@{host}:{port}/{name}"
+    finally:
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
 
 
 class PrefectServer:

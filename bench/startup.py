@@ -26,36 +26,14 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from bench.common import DEFAULT_RESULTS, REPO, markdown_table, median, write_results
-from bench.measure import PrefectServer, bench_env, measure
+from bench.measure import PrefectServer, bench_env, fresh_database, measure
 from bench.speed import say
 
 KINDS = ("adhoc", "server-sqlite", "server-postgres")
-PREFECT_DATABASE = "textmill_bench_prefect"
 
 
 def run_argv(python: str, corpus: Path, out: Path) -> list[str]:
     return [python, "-m", "textmill.flows.cli", "run", str(corpus), "--out", str(out)]
-
-
-@contextlib.contextmanager
-def fresh_database(dsn: str, name: str) -> Iterator[str]:
-    """A new, empty database `name` on the PostgreSQL server of `dsn`, dropped afterwards;
-    yields its SQLAlchemy URL for a Prefect server (asyncpg driver)."""
-    import psycopg
-    from psycopg import sql
-
-    with psycopg.connect(dsn, autocommit=True) as conn:
-        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
-        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-    info = psycopg.conninfo.conninfo_to_dict(dsn)
-    user = info.get("user", "postgres")
-    password = f":{info['password']}" if info.get("password") else ""
-    host, port = info.get("host", "127.0.0.1"), info.get("port", "5432")
-    try:
-        yield f"postgresql+asyncpg://{user}{password}@{host}:{port}/{name}"
-    finally:
-        with psycopg.connect(dsn, autocommit=True) as conn:
-            conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
 
 
 @contextlib.contextmanager
@@ -68,7 +46,7 @@ def api_env(kind: str, env: dict[str, str], work: Path, prefect_db: str) -> Iter
     with contextlib.ExitStack() as stack:
         database_url = None
         if kind == "server-postgres":
-            database_url = stack.enter_context(fresh_database(prefect_db, PREFECT_DATABASE))
+            database_url = stack.enter_context(fresh_database(prefect_db))
         server = stack.enter_context(PrefectServer(work / kind, env, work / f"{kind}.log", database_url=database_url))
         yield {**env, "PREFECT_API_URL": server.url, "PREFECT_HOME": str(work / f"{kind}-client")}
 

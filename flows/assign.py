@@ -1,8 +1,9 @@
 """Which shard each input file belongs to, kept from run to run so that new files fill new shards.
 
 A file keeps the shard it was first given for as long as it exists; an edit keeps its shard.
-New files, in id order, top up the highest-numbered shard to this run's shard capacity and then
-open new shards numbered after it. The capacity is `shard_size`, or more when the corpus has
+New files, in id order, top up the highest-numbered shards (as many as the run has workers,
+sharing the new files evenly, so every worker has a part of them) to this run's shard capacity
+and then open new shards numbered after them. The capacity is `shard_size`, or more when the corpus has
 more than `max_shards` shards' worth of files: every shard task costs Prefect a few
 milliseconds even when it is Cached, so a large corpus gets fewer, larger shards. New
 shards share the new files evenly, and come in a multiple of the run's workers as long as each
@@ -13,7 +14,7 @@ only the shards they land in, and every other shard's tasks stay Cached; hashing
 instead would spread 1% of new files over nearly every shard. A first run is the same rule
 from nothing: files in id order, in even shares of at most the capacity.
 
-Shards emptied by deletions are gone (publish removes their outputs); shards thinned by
+Shards emptied by deletions are gone (publish removes their outputs); older shards thinned by
 deletions are not refilled, so their documents' results stay where they are. A changed
 `shard_size` or `max_shards` applies to new shards only.
 
@@ -72,10 +73,13 @@ class ShardMap:
                 members.setdefault(n, []).append(src)
         new.sort(key=lambda src: src.id)
         last = max(members, default=-1)
-        room = max(0, capacity - len(members[last])) if last >= 0 else 0
-        for src in new[:room]:
-            members[last].append(src)
-        rest = new[room:]
+        filling = sorted(members)[-workers:]
+        shares = top_up(new_files=len(new), rooms=[max(0, capacity - len(members[n])) for n in filling])
+        start = 0
+        for n, share in zip(filling, shares):
+            members[n].extend(new[start : start + share])
+            start += share
+        rest = new[start:]
         opened = max(-(-len(rest) // capacity), min(workers, len(rest) // max(1, shard_size // 2)))
         balanced = -(-opened // workers) * workers
         if rest and len(rest) // balanced >= max(1, shard_size // 2):
@@ -96,3 +100,22 @@ class ShardMap:
             return
         write_atomic(path, json.dumps({"format": FORMAT, "shards": self.shards}, separators=(",", ":")).encode())
         self.saved = True
+
+
+def top_up(new_files: int, rooms: list[int]) -> list[int]:
+    """How many of `new_files` each shard with `rooms` free places takes: as evenly as the
+    rooms allow (a full shard takes none), so the shards being filled share the new work."""
+    shares = [0] * len(rooms)
+    left = min(new_files, sum(rooms))
+    open_shards = sorted(range(len(rooms)), key=lambda i: rooms[i])
+    while left and open_shards:
+        even = max(1, left // len(open_shards))
+        for i in list(open_shards):
+            take = min(even, rooms[i] - shares[i], left)
+            shares[i] += take
+            left -= take
+            if shares[i] == rooms[i]:
+                open_shards.remove(i)
+            if not left:
+                break
+    return shares

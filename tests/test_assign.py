@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from textmill.flows.assign import ShardMap
+from textmill.flows.assign import ShardMap, top_up
 from textmill.tasks.read import SourceFile
 
 
@@ -81,11 +81,36 @@ def test_new_shards_share_the_new_files_evenly_and_few_of_them_spread_over_the_w
     grown = shard_map.assign(
         files(*(f"a{n:03}" for n in range(40)), *(f"b{n:03}" for n in range(30))), shard_size=10, max_shards=2, workers=2
     )
-    assert [len(group) for group in grown.values()] == [20, 35, 8, 7], (
-        "the last shard topped up to the new capacity (70 / 2), the other 15 new files one new shard per worker"
+    assert [len(group) for group in grown.values()] == [35, 35], (
+        "the last shards (one per worker) topped up to the new capacity (70 / 2), 15 new files each"
     )
     few = ShardMap().assign(files(*(f"c{n:03}" for n in range(9))), shard_size=20, max_shards=64, workers=4)
     assert [len(group) for group in few.values()] == [9], "no new shard below half of shard_size for a worker's sake"
+
+
+def test_files_added_run_after_run_top_up_one_shard_per_worker() -> None:
+    """A schedule adding files each run: every run's new files go to as many shards as there are
+    workers, so no run leaves a core idle, and shards open only once those are full."""
+    shard_map = ShardMap()
+    corpus = [f"{n:05}" for n in range(6400)]
+    shard_map.assign(files(*corpus), shard_size=100, max_shards=1000, workers=2)
+    sizes = []
+    for run in range(3):
+        corpus += [f"new{run}-{n:03}" for n in range(100)]
+        members = shard_map.assign(files(*corpus), shard_size=100, max_shards=1000, workers=2)
+        new = {n: len([s for s in group if s.id.startswith(f"new{run}-")]) for n, group in members.items()}
+        sizes.append({n: k for n, k in new.items() if k})
+    assert sizes[0] == {64: 50, 65: 50}, "the first addition opens one shard per worker"
+    assert sizes[1] == {64: 50, 65: 50}, "the next one tops up both, not the last alone"
+    assert sizes[2] == {66: 50, 67: 50}, "full at 100: new shards again"
+
+
+def test_top_up_shares_evenly_within_each_room() -> None:
+    assert top_up(30, [15, 15]) == [15, 15]
+    assert top_up(5, [3, 10]) == [3, 2]
+    assert top_up(50, [0, 10]) == [0, 10]
+    assert top_up(7, []) == []
+    assert top_up(0, [4, 4]) == [0, 0]
 
 
 def test_new_shards_come_in_a_multiple_of_the_workers_unless_they_would_be_under_half_size() -> None:
