@@ -88,7 +88,7 @@ def markdown(result: dict[str, Any]) -> str:
         for kind, s in kinds.items()
     ]
     return (
-        f"# Fixed cost: warm `textmill run` over `{result['corpus']}`, medians of {result['repeat']} interleaved runs\n\n"
+        f"# Fixed cost: warm `textmill run` over `{result['corpus']}`, medians of {result['repeat']} runs per kind\n\n"
         "`adhoc`: a temporary Prefect server per run; `server-sqlite` / `server-postgres`: against a running "
         "`prefect server start` keeping its state in SQLite / PostgreSQL. CPU is the textmill process's "
         "(a running server's is not counted).\n\n"
