@@ -47,6 +47,8 @@ HASH_BITS = 64 - SLOT_BITS
 CENSUS = (1 << SLOT_BITS) - 2  # one row per document with words: its normalised text
 EMPTY = (1 << SLOT_BITS) - 1  # one row per document without words: counted, never linked
 JACCARD, CONTAINMENT = 0, 1
+# The smallest census key: in a batch sorted by key, the census rows are the tail from here.
+CENSUS_FLOOR = np.uint64(CENSUS << HASH_BITS)
 
 DOCS_FILE = "dedupe-docs.arrow"
 # Signatures apart, uncompressed (random values do not compress), so that a partition reads
@@ -221,26 +223,31 @@ def write_shard_files(
             )
 
 
-def read_partition_rows(
-    folder: Path, partition: int, keys: np.ndarray | None = None
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """One partition's `(key, row, size)` arrays from a shard's rows file; with `keys` (sorted,
-    unique), only the rows of those buckets."""
+def read_partition_rows(folder: Path, partition: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """One partition's `(key, row, size)` arrays from a shard's rows file."""
     batch = _read_batch(folder, partition)
-    key = batch.column(0).to_numpy(zero_copy_only=False)
-    chosen = None if keys is None else _rows_with_keys(key, keys)
+    return tuple(batch.column(i).to_numpy(zero_copy_only=False).copy() for i in range(3))  # type: ignore[return-value]
+
+
+def read_touched_rows(
+    folder: Path, partition: int, keys: np.ndarray
+) -> tuple[tuple[np.ndarray, np.ndarray, np.ndarray], np.ndarray]:
+    """From one read of a partition's batch: the `(key, row, size)` rows of the buckets in
+    `keys` (sorted, unique), and the keys of its census rows (one per document)."""
+    batch = _read_batch(folder, partition)
     columns = [batch.column(i).to_numpy(zero_copy_only=False) for i in range(3)]
-    if chosen is None:
-        return tuple(c.copy() for c in columns)  # type: ignore[return-value]
-    return tuple(c[chosen] for c in columns)  # type: ignore[return-value]
-
-
-def read_census_keys(folder: Path, partition: int) -> np.ndarray:
-    """The keys of one partition's census rows (one per document: `CENSUS` or `EMPTY` slot)."""
-    key = _read_batch(folder, partition).column(0).to_numpy(zero_copy_only=False)
+    key = columns[0]
+    chosen = _rows_with_keys(key, keys)
     if _is_sorted(key):
-        return key[np.searchsorted(key, np.uint64(CENSUS << HASH_BITS)) :].copy()
-    return key[key >= np.uint64(CENSUS << HASH_BITS)]
+        census = key[np.searchsorted(key, CENSUS_FLOOR) :].copy()
+    else:
+        census = key[is_census(key)]
+    return (columns[0][chosen], columns[1][chosen], columns[2][chosen]), census
+
+
+def is_census(keys: np.ndarray) -> np.ndarray:
+    """Whether each key is a census row's (`CENSUS` or `EMPTY` slot, the highest two)."""
+    return keys >= CENSUS_FLOOR
 
 
 def _rows_with_keys(key: np.ndarray, keys: np.ndarray) -> np.ndarray:

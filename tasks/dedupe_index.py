@@ -36,16 +36,16 @@ import pyarrow as pa
 from textmill.tasks.dedupe_bands import (
     CENSUS,
     EMPTY,
-    HASH_BITS,
     IPC_OPTIONS,
     JACCARD,
     BandLayout,
     keep_rows_open,
     key_slots,
     read_docs,
-    read_census_keys,
+    is_census,
     read_partition_rows,
     read_signatures,
+    read_touched_rows,
     size_bucket,
 )
 
@@ -142,7 +142,7 @@ def reduce_partition(
         rows = _read_rows(bundles, partition)
         links = _links(layout, thresholds, _in_bucket_order(rows), bundles)
         kept_members = _empty_members()
-        census = rows["key"][rows["key"] >= np.uint64(CENSUS << HASH_BITS)]
+        census = rows["key"][is_census(rows["key"])]
     else:
         old_folders, old_links, old_members = previous
         remap = np.array([source.get(folder.name, -1) for folder in old_folders], dtype=np.int64)
@@ -160,27 +160,41 @@ def reduce_partition(
         kept_links = old_links.take(alive & ~in_touched)
         known = old_links.take(alive & in_touched & ~_member(old_links["key"], lost))
         kept_members = old_members.take(old_members["src"] >= 0)
-        old_rows = _read_rows(bundles, partition, np.flatnonzero(~added), touched)
+        old_rows, old_census = _read_touched_rows(bundles, partition, np.flatnonzero(~added), touched)
         update = _in_bucket_order(Arrays.concat([new_rows, old_rows], _ROWS, _ROW_TYPES))
         reuse = Reuse(added[update["src"]], ~_member(update["key"], lost), known)
         links = Arrays.concat([kept_links, _links(layout, thresholds, update, bundles, reuse)], _LINKS, _LINK_TYPES)
-        census = np.concatenate(
-            [new_rows["key"][new_rows["key"] >= np.uint64(CENSUS << HASH_BITS)]]
-            + [read_census_keys(bundles[i], partition) for i in np.flatnonzero(~added)]
-        )
+        census = np.concatenate([new_rows["key"][is_census(new_rows["key"])], old_census])
     members = _members(links, kept_members, bundles)
     _save_state(state, bundles, links, members)
     return _partial(census, links, members)
 
 
-def _read_rows(bundles: list[Path], partition: int, which: Iterable[int] | None = None, keys: np.ndarray | None = None) -> Arrays:
+def _read_rows(bundles: list[Path], partition: int, which: Iterable[int] | None = None) -> Arrays:
     """The partition's rows of the bundles at indexes `which` (default: all), tagged with their
-    bundle's index; with `keys` (sorted, unique), only the rows of those buckets."""
+    bundle's index."""
     parts = []
     for i in range(len(bundles)) if which is None else which:
-        key, row, size = read_partition_rows(bundles[i], partition, keys)
-        parts.append(Arrays({"key": key, "size": size, "src": np.full(len(key), i, np.int64), "row": row.astype(np.int64)}))
+        parts.append(_tagged(i, read_partition_rows(bundles[i], partition)))
     return Arrays.concat(parts, _ROWS, _ROW_TYPES)
+
+
+def _read_touched_rows(
+    bundles: list[Path], partition: int, which: Iterable[int], keys: np.ndarray
+) -> tuple[Arrays, np.ndarray]:
+    """The rows of the buckets in `keys` (sorted, unique) from the bundles at indexes `which`,
+    tagged with their bundle's index, and those bundles' census keys."""
+    parts, census = [], [np.empty(0, np.uint64)]
+    for i in which:
+        rows, census_keys = read_touched_rows(bundles[i], partition, keys)
+        parts.append(_tagged(i, rows))
+        census.append(census_keys)
+    return Arrays.concat(parts, _ROWS, _ROW_TYPES), np.concatenate(census)
+
+
+def _tagged(src: int, rows: tuple[np.ndarray, np.ndarray, np.ndarray]) -> Arrays:
+    key, row, size = rows
+    return Arrays({"key": key, "size": size, "src": np.full(len(key), src, np.int64), "row": row.astype(np.int64)})
 
 
 def combine_partials(partials: Iterable[dict[str, Any]]) -> dict[str, Any]:
