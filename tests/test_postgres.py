@@ -176,6 +176,7 @@ def test_a_reader_never_sees_half_a_batch(pg_dsn: str, schema: str, out: Path) -
     documents and all their entities — and nothing of the second."""
     publisher(pg_dsn, schema).open_sink("postgres", out, RunInfo()).close()
     seen: dict[str, Any] = {}
+    holding = threading.Event()
 
     def read_while_blocked() -> None:
         try:
@@ -184,6 +185,7 @@ def test_a_reader_never_sees_half_a_batch(pg_dsn: str, schema: str, out: Path) -
                     f"INSERT INTO {schema}.documents (id, path, sha256, status, text, meta, entity_count, row_hash, run_id)"
                     " VALUES ('d02.txt', '', '', 'ok', '', '{}', 0, '', 'blocker')"
                 )
+                holding.set()
                 deadline = time.monotonic() + 30
                 while time.monotonic() < deadline and not waiting_on(reader, holder):
                     time.sleep(0.01)
@@ -196,9 +198,12 @@ def test_a_reader_never_sees_half_a_batch(pg_dsn: str, schema: str, out: Path) -
                 holder.rollback()
         except Exception as exc:  # noqa: BLE001 - reported by the test
             seen["error"] = repr(exc)
+        finally:
+            holding.set()
 
     reader_thread = threading.Thread(target=read_while_blocked)
     reader_thread.start()
+    holding.wait(30)  # the publish starts only once the row it will wait on is held
     publish(pg_dsn, schema, corpus(), tmp=out)
     reader_thread.join()
     assert "error" not in seen, seen.get("error")
@@ -207,9 +212,10 @@ def test_a_reader_never_sees_half_a_batch(pg_dsn: str, schema: str, out: Path) -
     assert len(rows(pg_dsn, schema)["documents"]) == 6
 
 
-def block_batch_then_kill(dsn: str, schema: str, blocked_id: str, done: dict[str, Any]) -> None:
+def block_batch_then_kill(dsn: str, schema: str, blocked_id: str, done: dict[str, Any], holding: threading.Event) -> None:
     """Hold an uncommitted row with `blocked_id` so the sink's batch holding it waits on our
-    lock; once an earlier batch is committed and the sink is waiting, terminate its backend."""
+    lock (`holding` is set once it is held); once an earlier batch is committed and the sink is
+    waiting, terminate its backend."""
     try:
         with psycopg.connect(dsn) as holder, psycopg.connect(dsn, autocommit=True) as admin:
             holder.execute(
@@ -217,6 +223,7 @@ def block_batch_then_kill(dsn: str, schema: str, blocked_id: str, done: dict[str
                 " VALUES (%s, '', '', 'ok', '', '{}', 0, '', 'blocker')",
                 [blocked_id],
             )
+            holding.set()
             deadline = time.monotonic() + 60
             while time.monotonic() < deadline:
                 waiting = waiting_on(admin, holder)
@@ -229,6 +236,8 @@ def block_batch_then_kill(dsn: str, schema: str, blocked_id: str, done: dict[str
             holder.rollback()
     except Exception as exc:  # noqa: BLE001 - reported by the test
         done["error"] = repr(exc)
+    finally:
+        holding.set()
 
 
 def postgres_config(config: Path, schema: str, batch_size: int = 2) -> None:
@@ -252,8 +261,10 @@ def test_run_completes_after_its_connection_is_killed_mid_publish(
     publisher(pg_dsn, schema).open_sink("postgres", tmp_path, RunInfo()).close()  # schema exists, no rows yet
     ids = sorted(p.name for p in SEEDS.iterdir())
     done: dict[str, Any] = {}
-    killer = threading.Thread(target=block_batch_then_kill, args=(pg_dsn, schema, ids[2], done))
+    holding = threading.Event()
+    killer = threading.Thread(target=block_batch_then_kill, args=(pg_dsn, schema, ids[2], done, holding))
     killer.start()
+    holding.wait(30)
     manifest = run_flow(SEEDS, tmp_path / "killed", config)
     killer.join()
 
