@@ -6,7 +6,6 @@ reaped (Prefect's ephemeral API server, say): CPU time is their sum, peak RSS th
 from __future__ import annotations
 
 import contextlib
-
 import os
 import subprocess
 import sys
@@ -66,8 +65,10 @@ def python_module(module: str, *args: str) -> list[str]:
     return [sys.executable, "-m", module, *args]
 
 
-# The database a benchmark's PostgreSQL-backed Prefect server keeps its state in (made afresh).
+# The database a benchmark's PostgreSQL-backed Prefect server keeps its state in (made afresh),
+# on this machine's PostgreSQL server unless the command names another.
 PREFECT_DATABASE = "textmill_bench_prefect"
+DEFAULT_PREFECT_DB = "postgresql://postgres@127.0.0.1:5432/postgres"
 
 
 def bench_env(prefect_home: Path) -> dict[str, str]:

@@ -33,7 +33,15 @@ from pathlib import Path
 from typing import Any
 
 from bench.common import DEFAULT_RESULTS, REPO, markdown_table, write_results
-from bench.measure import CommandFailed, PrefectServer, bench_env, fresh_database, measure_tree, python_module
+from bench.measure import (
+    DEFAULT_PREFECT_DB,
+    CommandFailed,
+    PrefectServer,
+    bench_env,
+    fresh_database,
+    measure_tree,
+    python_module,
+)
 from bench.synth import generate
 
 KINDS = ("cold", "warm", "add_1pct", "edit_1pct")
@@ -251,7 +259,7 @@ def main() -> None:
     parser.add_argument("--server", choices=("adhoc", "postgres"), default="adhoc")
     parser.add_argument(
         "--prefect-db",
-        default="postgresql://postgres@127.0.0.1:5432/postgres",
+        default=DEFAULT_PREFECT_DB,
         help="with --server postgres: the PostgreSQL server (libpq DSN) to create the Prefect database on",
     )
     parser.add_argument("--results", type=Path, default=DEFAULT_RESULTS)

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from bench.common import DEFAULT_RESULTS, REPO, markdown_table, median, write_results
-from bench.measure import PrefectServer, bench_env, fresh_database, measure
+from bench.measure import DEFAULT_PREFECT_DB, PrefectServer, bench_env, fresh_database, measure
 from bench.speed import say
 
 KINDS = ("adhoc", "server-sqlite", "server-postgres")
@@ -103,7 +103,7 @@ def main() -> None:
     parser.add_argument("--against", metavar="PYTHON", help="interpreter of another textmill installation to compare")
     parser.add_argument(
         "--prefect-db",
-        default="postgresql://postgres@127.0.0.1:5432/postgres",
+        default=DEFAULT_PREFECT_DB,
         help="a PostgreSQL server (libpq DSN) on which to create the `server-postgres` runs' Prefect database",
     )
     parser.add_argument("--results", type=Path, default=DEFAULT_RESULTS)
