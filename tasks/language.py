@@ -1,113 +1,77 @@
-"""The `language` step: tag each document with an ISO 639-1 code and the detector's probability.
+"""The `language` step: tag each document with an ISO language code and the detector's score.
 
-Two backends. langdetect (the default) is a random walk over character n-grams, so it is only
-reproducible with a fixed seed. The step owns its `DetectorFactory` (the global one is shared,
-lazily built and seeded by whoever touched it last) and loads the bundled profiles in sorted
-order, so the language index, and with it every result, is the same on any filesystem, process
-or thread. py3langid is a naive Bayes classifier over byte n-grams: deterministic without a
-seed, several times faster, and its model ships inside the wheel (nothing to download). Its
-identifier is read-only once loaded, so one instance per step serves every thread.
+The detectors are in `language_detectors`, the codes and the script check in `language_codes`.
+The default, heliport and py3langid together, was the most accurate on every development set
+(`python -m bench.quality language`, docs/benchmarks.md) and knows when it does not know: a
+document is `und` when it is too short, when the detector is unsure, when its letters are in a
+script the named language is not written in, or when the named language is one the detector
+cannot tell from a neighbour it lacks (`exclude`).
 """
 from __future__ import annotations
 
 import threading
 from pathlib import Path
-from typing import Any, ClassVar, Literal
+from typing import ClassVar, Literal
 
-from langdetect import PROFILES_DIRECTORY, DetectorFactory, LangDetectException
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
-from textmill.tasks.base import ConfigError, DocumentStep, StepOptions
+from textmill.tasks.base import DocumentStep, StepOptions
 from textmill.tasks.document import Document
+from textmill.tasks.language_codes import UNDETERMINED, dominant_script, iso_code, written_in
+from textmill.tasks.language_detectors import Consensus, Detector, Heliport, Langdetect, Py3langid
 
-UNDETERMINED = "und"
-# langdetect's codes are ISO 639-1 except for the two Chinese scripts, which ISO 639-1 does not split.
-ISO_639_1 = {"zh-cn": "zh", "zh-tw": "zh"}
-# py3langid also has ISO 639-3 labels. Varieties of a language that has an ISO 639-1 code fold
-# into it (their probabilities are added up); `zxx` ("no linguistic content": digits,
-# punctuation) is `und`; other 3-letter codes (e.g. `nso`, `grc`) have no ISO 639-1 code and are
-# kept as they are.
-PY3LANGID_TO_ISO_639_1 = {
-    "arz": "ar", "ary": "ar",  # Egyptian, Moroccan Arabic
-    "yue": "zh", "wuu": "zh",  # Cantonese, Wu Chinese
-    "uzs": "uz",  # Southern Uzbek
-    "sdh": "ku",  # Southern Kurdish
-    "gug": "gn",  # Paraguayan Guarani
-    "fuv": "ff",  # Nigerian Fulfulde
-    "kik": "ki",  # Kikuyu (the ISO 639-3 code of ki)
-    "zxx": UNDETERMINED,
+Backend = Literal["heliport+py3langid", "heliport", "py3langid", "langdetect"]
+# Libraries each backend's results depend on (the step's fingerprint names their versions).
+BACKEND_LIBRARIES: dict[str, tuple[str, ...]] = {
+    "heliport+py3langid": ("heliport", "py3langid"),
+    "heliport": ("heliport",),
+    "py3langid": ("py3langid",),
+    "langdetect": ("langdetect",),
 }
-Backend = Literal["langdetect", "py3langid"]
-
-
-def load_factory(seed: int, profiles: Path = Path(PROFILES_DIRECTORY)) -> DetectorFactory:
-    """A seeded factory with every bundled profile, loaded in file-name order for a stable index."""
-    try:
-        factory = DetectorFactory()
-        factory.load_json_profile(
-            [path.read_text(encoding="utf-8") for path in sorted(profiles.iterdir()) if path.is_file()]
-        )
-    except (OSError, LangDetectException) as exc:
-        raise ConfigError(f"cannot load langdetect profiles from {profiles}: {exc}") from None
-    factory.set_seed(seed)
-    return factory
-
-
-def load_py3langid() -> Any:
-    """py3langid's bundled model with probabilities normalised to 0..1 (a softmax over languages).
-
-    py3langid 0.4 reads its model with `from_model_file`; 0.3 named the loader `from_pickled_model`.
-    """
-    try:
-        from py3langid.langid import MODEL_FILE, LanguageIdentifier
-    except ImportError as exc:
-        raise ConfigError(f"[steps.language] backend 'py3langid' needs `pip install py3langid` ({exc})") from None
-    loader = getattr(LanguageIdentifier, "from_model_file", None) or LanguageIdentifier.from_pickled_model
-    try:
-        return loader(MODEL_FILE, norm_probs=True)
-    except (OSError, ValueError, EOFError) as exc:
-        raise ConfigError(f"cannot load py3langid's bundled model {MODEL_FILE}: {exc}") from None
-
-
-def best_language(ranked: list[tuple[str, float]], codes: dict[str, str]) -> tuple[str, float]:
-    """Map codes to ISO 639-1, add up the probabilities of codes that map to one language, take the
-    best (ties: the smaller code, so the answer never depends on the detector's order)."""
-    merged: dict[str, float] = {}
-    for lang, prob in ranked:
-        code = codes.get(lang, lang)
-        merged[code] = merged.get(code, 0.0) + prob
-    if not merged:
-        return UNDETERMINED, 0.0
-    return max(sorted(merged.items()), key=lambda item: item[1])
+# On masakhanews-dev py3langid names every Kirundi article Kinyarwanda, at probabilities of
+# 0.9998 and more, and no backend knows Kirundi: a `rw` answer cannot be trusted.
+DEFAULT_EXCLUDE = ("rw",)
 
 
 class LanguageTagger(DocumentStep):
-    """Set `lang` and `lang_score`; `und` when the text is too short or the detector unsure."""
+    """Set `lang` and `lang_score`; `und` when the text is too short, the detector unsure, the
+    script wrong for the language, or the language excluded."""
 
     name: ClassVar[str] = "language"
-    version: ClassVar[str] = "1"
-    libraries: ClassVar[tuple[str, ...]] = ("langdetect", "py3langid")
+    version: ClassVar[str] = "2"
+    libraries: ClassVar[tuple[str, ...]] = ("heliport", "py3langid", "langdetect", "iso639-lang", "langcodes")
 
     class Options(StepOptions):
         min_chars: int = Field(
             20, ge=0, description="Texts with fewer non-blank characters than this are tagged 'und'."
         )
         min_score: float = Field(
-            0.7, ge=0.0, le=1.0, description="Tag 'und' when the best language's probability is below this."
+            0.7, ge=0.0, le=1.0,
+            description="Tag 'und' when langdetect's or py3langid's probability of the best language is below "
+            "this; heliport applies its own per-language thresholds, shipped with its model.",
         )
         max_chars: int = Field(
             5000, ge=1,
             description="Detect on this many leading characters only: longer prefixes add time, not accuracy.",
         )
         backend: Backend = Field(
-            "langdetect",
-            description="Detector: 'langdetect' (default), or 'py3langid', several times faster, deterministic "
-            "without a seed, its model shipped inside the wheel (no download).",
+            "heliport+py3langid",
+            description="Detector: 'heliport+py3langid' (default: both, 'und' when they disagree and neither "
+            "knows better), 'heliport' (about 220 languages), 'py3langid' (142 labels, the smallest "
+            "model) or 'langdetect' (55 languages, the slowest). Every model ships inside its wheel.",
         )
         seed: int = Field(
             0, ge=0,
             description="Seed of langdetect's random walk, fixed for reproducible results (langdetect only; "
-            "py3langid is deterministic).",
+            "the others are deterministic).",
+        )
+        exclude: list[str] = Field(
+            list(DEFAULT_EXCLUDE),
+            description="Languages never named (tagged 'und' instead): ones the detector confuses with a "
+            "neighbour it does not know. Default ['rw']: py3langid calls Kirundi Kinyarwanda.",
+        )
+        script_check: bool = Field(
+            True, description="Tag 'und' when the text's letters are in a script the named language is not written in."
         )
 
         @model_validator(mode="after")
@@ -116,67 +80,66 @@ class LanguageTagger(DocumentStep):
                 raise ValueError(f"max_chars ({self.max_chars}) must be at least min_chars ({self.min_chars})")
             return self
 
+        @field_validator("exclude")
+        @classmethod
+        def _exclude_as_iso_codes(cls, codes: list[str]) -> list[str]:
+            return sorted({iso_code(code) for code in codes})
+
     def __init__(self, options: StepOptions | None = None, config_dir: Path | None = None) -> None:
         super().__init__(options, config_dir)
-        self._factory: DetectorFactory | None = None
-        self._identifier: Any = None
+        self._detector: Detector | None = None
         self._lock = threading.Lock()
 
     def library_names(self) -> tuple[str, ...]:
-        """Only the backend in use: upgrading the other one changes nothing here."""
-        return (self.options.backend,)
+        """The backend in use and the code tables: upgrading another backend changes nothing here."""
+        return BACKEND_LIBRARIES[self.options.backend] + ("iso639-lang", "langcodes")
 
     @property
-    def _ready(self) -> bool:
-        return (self._identifier if self.options.backend == "py3langid" else self._factory) is not None
+    def languages(self) -> frozenset[str]:
+        """Codes the configured detector can name (before `exclude`)."""
+        return self.detector().languages
+
+    def detector(self) -> Detector:
+        """The configured backend, loaded once; safe to call from several threads at the same time."""
+        with self._lock:
+            if self._detector is None:
+                options = self.options
+                if options.backend == "heliport+py3langid":
+                    self._detector = Consensus(options.min_score)
+                elif options.backend == "heliport":
+                    self._detector = Heliport()
+                elif options.backend == "py3langid":
+                    self._detector = Py3langid(options.min_score)
+                else:
+                    self._detector = Langdetect(options.seed, options.min_score)
+            return self._detector
 
     def setup(self) -> None:
-        """Load the configured backend's model once; safe to call from several threads at the same time."""
-        with self._lock:
-            if self._ready:
-                return
-            if self.options.backend == "py3langid":
-                self._identifier = load_py3langid()
-            else:
-                self._factory = load_factory(self.options.seed)
+        """Load the configured backend's model once."""
+        self.detector()
 
     def process(self, docs: list[Document]) -> list[Document]:
         """Tag each accepted document; others pass through unchanged."""
-        if not self._ready:
-            self.setup()
-        return [self._tag(doc) if self.accepts(doc) else doc for doc in docs]
+        detector = self.detector()
+        return [self._tag(doc, detector) if self.accepts(doc) else doc for doc in docs]
 
     def detect(self, text: str) -> tuple[str, float]:
-        """`(ISO 639-1 code or 'und', probability rounded to 4 places)` for `text`."""
-        if not self._ready:
-            self.setup()
+        """`(ISO code or 'und', score rounded to 4 places)` for `text`."""
+        return self._detect(text, self.detector())
+
+    def _detect(self, text: str, detector: Detector) -> tuple[str, float]:
         options = self.options
         if len("".join(text.split())) < options.min_chars:
             return UNDETERMINED, 0.0
         prefix = text[: options.max_chars]
-        if options.backend == "py3langid":
-            lang, prob = best_language(self._identifier.rank(prefix), PY3LANGID_TO_ISO_639_1)
-        else:
-            lang, prob = self._langdetect(prefix)
-        if lang == UNDETERMINED:  # no features, or py3langid's "no linguistic content"
-            return UNDETERMINED, 0.0
-        score = round(prob, 4)
-        if prob < options.min_score:
+        lang, score = detector.detect(prefix)
+        score = round(score, 4)
+        if lang == UNDETERMINED or lang in options.exclude:
+            return UNDETERMINED, score
+        if options.script_check and not written_in(lang, dominant_script(prefix)):
             return UNDETERMINED, score
         return lang, score
 
-    def _langdetect(self, text: str) -> tuple[str, float]:
-        """langdetect's best language; zh-cn and zh-tw split one language's probability, so add them up."""
-        assert self._factory is not None
-        # A fresh Detector per call: it holds the text and its own seeded Random, nothing shared.
-        detector = self._factory.create()
-        detector.append(text)
-        try:
-            ranked = detector.get_probabilities()
-        except LangDetectException:
-            return UNDETERMINED, 0.0
-        return best_language([(c.lang, c.prob) for c in ranked], ISO_639_1)
-
-    def _tag(self, doc: Document) -> Document:
-        lang, score = self.detect(doc.text)
+    def _tag(self, doc: Document, detector: Detector) -> Document:
+        lang, score = self._detect(doc.text, detector)
         return self.stamp(doc, lang=lang, lang_score=score)

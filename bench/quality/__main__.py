@@ -11,7 +11,7 @@ from bench.common import DEFAULT_RESULTS
 
 KINDS = {
     "clean": "main-text extraction on the Article Extraction Benchmark (textmill, trafilatura, whole page)",
-    "language": "langdetect vs py3langid accuracy and speed, sentences and paragraphs",
+    "language": "every language backend: accuracy, right-or-und on unknown languages, speed (langid/, masakhanews-dev/)",
     "dedup": "textmill's clusters checked against exact identity, Jaccard and containment",
     "entities": "entities step vs bare spaCy: speed, agreement, offsets, entities lost to cleaning",
 }
