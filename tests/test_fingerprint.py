@@ -59,9 +59,11 @@ def test_upgrading_spacy_or_a_model_changes_the_entities_fingerprint(
 
 def test_built_in_steps_declare_their_libraries() -> None:
     assert Cleaner(config_dir=CONFIG).library_names() == ("beautifulsoup4", "lxml", "markdown-it-py")
-    assert LanguageTagger.libraries == ("langdetect", "py3langid")
-    assert LanguageTagger().library_names() == ("langdetect",)
-    assert LanguageTagger(LanguageTagger.Options(backend="py3langid")).library_names() == ("py3langid",)
+    assert LanguageTagger.libraries == ("heliport", "py3langid", "langdetect", "iso639-lang", "langcodes")
+    codes = ("iso639-lang", "langcodes")
+    assert LanguageTagger().library_names() == ("heliport", "py3langid", *codes)
+    assert LanguageTagger(LanguageTagger.Options(backend="langdetect")).library_names() == ("langdetect", *codes)
+    assert LanguageTagger(LanguageTagger.Options(backend="py3langid")).library_names() == ("py3langid", *codes)
     entities = EntityExtractor(EntityExtractor.Options(models={"en": MODEL, "de": "de_core_news_sm"}))
     assert entities.library_names() == ("spacy", "thinc", MODEL, "de_core_news_sm")
     assert entities.library_versions() == {
