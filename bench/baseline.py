@@ -2,7 +2,7 @@
 
 No orchestration, no cache, no retries, no plugins: read every file, extract text (bs4 + lxml for
 HTML, markdown-it for Markdown), normalise whitespace, keep one copy of lines repeated on a page, cluster with datasketch MinHash + LSH using
-textmill's default parameters, tag languages with langdetect, run spaCy `nlp.pipe` with the NER
+textmill's default parameters, tag languages with heliport and py3langid, run spaCy `nlp.pipe` with the NER
 components, write one JSON Lines file. `bench.speed` times it as the yardstick and checks that
 textmill's results agree with it, so the comparison is between two programs doing the same work.
 
@@ -26,7 +26,10 @@ from typing import Any
 from bs4 import BeautifulSoup
 from charset_normalizer import from_bytes
 from datasketch import MinHash, MinHashLSH, MinHashLSHEnsemble
-from langdetect import DetectorFactory, LangDetectException, detect_langs
+import heliport
+from iso639 import Lang
+from iso639.exceptions import DeprecatedLanguageValue, InvalidLanguageValue
+from py3langid.langid import MODEL_FILE, LanguageIdentifier
 from markdown_it import MarkdownIt
 
 FORMATS = {".txt": "text", ".md": "markdown", ".html": "html", ".htm": "html", ".jsonl": "jsonl"}
@@ -159,23 +162,34 @@ def dedupe(docs: list[dict[str, Any]]) -> None:
                 docs[i].update(status="duplicate", duplicate_of=docs[canonical]["id"])
 
 
-def tag_language(doc: dict[str, Any]) -> None:
+def iso(code: str) -> str:
+    """ISO 639-1 where one exists, else ISO 639-3 or its macrolanguage."""
+    try:
+        lang = Lang(code)
+    except (InvalidLanguageValue, DeprecatedLanguageValue):
+        return code
+    macro = None if lang.pt1 else lang.macro()
+    return lang.pt1 or (macro.pt1 or macro.pt3 if macro else lang.pt3)
+
+
+def language_detectors() -> tuple[Any, Any]:
+    """heliport and py3langid, each with its bundled model."""
+    return heliport.Identifier(), LanguageIdentifier.from_model_file(MODEL_FILE, norm_probs=True)
+
+
+def tag_language(doc: dict[str, Any], detectors: tuple[Any, Any]) -> None:
+    """Both detectors on the text; where they disagree, py3langid's sure answer, else heliport's."""
     text = doc["text"]
     doc["lang"], doc["lang_score"] = "und", 0.0
     if len("".join(text.split())) < LANG_MIN_CHARS:
         return
-    try:
-        ranked = detect_langs(text[:LANG_MAX_CHARS])
-    except LangDetectException:
-        return
-    merged: dict[str, float] = {}
-    for candidate in ranked:
-        code = "zh" if candidate.lang.startswith("zh") else candidate.lang
-        merged[code] = merged.get(code, 0.0) + candidate.prob
-    lang, prob = max(sorted(merged.items()), key=lambda item: item[1])
-    doc["lang_score"] = round(prob, 4)
-    if prob >= LANG_MIN_SCORE:
-        doc["lang"] = lang
+    helper, naive = detectors
+    prefix = text[:LANG_MAX_CHARS]
+    h = iso(helper.identify(prefix))
+    p, prob = naive.classify(prefix)
+    p = iso(p)
+    doc["lang_score"] = round(float(prob), 4)
+    doc["lang"] = h if h == p or prob < LANG_MIN_SCORE else p
 
 
 def ner_model() -> Any:
@@ -203,10 +217,10 @@ def run(corpus: Path, out_dir: Path, entities: bool = True) -> dict[str, float]:
     seconds["clean"] = time.perf_counter() - (mark := mark + seconds["read"])
     dedupe([d for d in docs if d["status"] == "ok"])
     seconds["dedupe"] = time.perf_counter() - (mark := mark + seconds["clean"])
-    DetectorFactory.seed = 0
+    detectors = language_detectors()
     for doc in docs:
         if doc["status"] == "ok":
-            tag_language(doc)
+            tag_language(doc, detectors)
     seconds["language"] = time.perf_counter() - (mark := mark + seconds["dedupe"])
     if entities:
         english = [d for d in docs if d["status"] == "ok" and d.get("lang") == "en"]
