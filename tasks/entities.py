@@ -5,6 +5,12 @@ cached part); each shard's bundle keeps its name counts (`spill`), and the index
 shards' counts and merges name variants over the whole corpus (`reduce`, `tasks.canonical`),
 so a run that changed one shard counts that shard's mentions only; `decide` picks this document's share of that index; `apply` writes `Document.entities`.
 
+The model's spans are corrected with evidence from outside their sentence (`entity_evidence`):
+a leading "the" is dropped, the user's gazetteer wins, each name has one label per document and
+its missed mentions are tagged (`summarize`), and a name's label across the corpus is its
+majority over documents (the index: label votes are summed with the name counts, and names are
+relabelled before canonical names are chosen).
+
 Only the components NER needs are loaded. In en_core_web_sm the `ner` component embeds its own
 tok2vec (it does not listen to the shared one), so the shared tok2vec, tagger, parser,
 attribute_ruler and lemmatizer are excluded; the small `senter` (disabled in the package) is
@@ -17,9 +23,11 @@ the parser cuts at a false sentence boundary. Without senter: 34, four of them a
 from __future__ import annotations
 
 import gzip
+import hashlib
 import importlib.util
 import json
 import threading
+from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,6 +38,7 @@ from pydantic import Field, field_validator
 from textmill.tasks.base import ConfigError, CorpusStep, StepOptions
 from textmill.tasks.canonical import CanonicalIndex, name_key
 from textmill.tasks.document import Document, Entity
+from textmill.tasks.entity_evidence import Gazetteer, consistent_spans, label_key, strip_article
 
 if TYPE_CHECKING:  # spaCy itself is imported where a model loads: checking a config needs only meta.json
     from spacy.language import Language
@@ -37,8 +46,9 @@ if TYPE_CHECKING:  # spaCy itself is imported where a model loads: checking a co
 # Components an NER-only pipeline keeps: NER itself, sentence boundaries, and shared embedding
 # layers (dropped again after loading when NER does not listen to them).
 NER_COMPONENTS = ("ner", "senter")
-# A shard bundle's name counts (`spill`), summed by the index.
+# A shard bundle's name counts and label votes (`spill`), summed by the index.
 NAME_COUNTS = "entities-names.json.gz"
+LABEL_VOTES = "entities-labels.json.gz"
 EMBEDDING_COMPONENTS = ("tok2vec", "transformer")
 Span = list[Any]  # [start, end, label, text]
 
@@ -133,7 +143,7 @@ class EntityExtractor(CorpusStep):
     """Named entities with character offsets and a corpus-wide canonical name per entity."""
 
     name: ClassVar[str] = "entities"
-    version: ClassVar[str] = "1"
+    version: ClassVar[str] = "2"
     # thinc runs spaCy's models, so its numerics shape the entities as much as spaCy's own code.
     libraries: ClassVar[tuple[str, ...]] = ("spacy", "thinc")
 
@@ -149,6 +159,20 @@ class EntityExtractor(CorpusStep):
         max_chars: int = Field(
             100_000, ge=100, le=1_000_000,
             description="Longer texts are split at paragraph breaks into chunks of at most this many characters.",
+        )
+        strip_articles: bool = Field(True, description="Drop a leading 'the' from names ('the United States').")
+        consistent_labels: bool = Field(
+            True,
+            description="Within a document: one label per name (its majority), capitalised mentions the model "
+            "missed tagged, and the last word of a multi-word person name a person too.",
+        )
+        corpus_labels: bool = Field(
+            True, description="A name's label is its majority over the corpus's documents."
+        )
+        gazetteer: str | None = Field(
+            None,
+            description="TOML file of names with fixed labels ([[name]] text, label), relative to the pipeline "
+            "config's folder; a match replaces the model's overlapping spans.",
         )
 
         @field_validator("models")
@@ -169,7 +193,30 @@ class EntityExtractor(CorpusStep):
     def __init__(self, options: StepOptions | None = None, config_dir: Path | None = None) -> None:
         super().__init__(options, config_dir)
         self._models: dict[str, NerModel] | None = None
+        self._gazetteer: Gazetteer | None = None
         self._setup_lock = threading.Lock()
+
+    @property
+    def gazetteer_path(self) -> Path | None:
+        """The configured gazetteer, resolved against the pipeline config's folder."""
+        return None if self.options.gazetteer is None else (self.config_dir / self.options.gazetteer).resolve()
+
+    def gazetteer(self) -> Gazetteer:
+        """The configured gazetteer (empty when unset), read once."""
+        if self._gazetteer is None:
+            path = self.gazetteer_path
+            self._gazetteer = Gazetteer(()) if path is None else Gazetteer.load(path)
+        return self._gazetteer
+
+    def fingerprint_extra(self) -> dict[str, Any]:
+        """The gazetteer's digest: editing it must invalidate cached entities."""
+        path = self.gazetteer_path
+        if path is None:
+            return {}
+        try:
+            return {"gazetteer_sha256": hashlib.sha256(path.read_bytes()).hexdigest()}
+        except OSError as exc:
+            raise ConfigError(f"[steps.entities] gazetteer: cannot read {path}: {exc.strerror or exc}") from None
 
     def check(self) -> None:
         """Each model an installed spaCy package with NER, each wanted label one that NER produces:
@@ -202,6 +249,7 @@ class EntityExtractor(CorpusStep):
                         f"[steps.entities] labels {unknown} are not produced by any configured model; "
                         f"known labels: {', '.join(sorted(known))}"
                     )
+            self.gazetteer()
             self._models = models
 
     def pipeline(self, lang: str) -> Language | None:
@@ -235,8 +283,19 @@ class EntityExtractor(CorpusStep):
         for package, indices in sorted(by_model.items()):
             spans = self._recognise(models[package], [docs[i].text for i in indices])
             for i, doc_spans in zip(indices, spans):
-                summaries[i]["spans"] = doc_spans
+                summaries[i]["spans"] = self.corrected(docs[i].text, doc_spans)
         return summaries
+
+    def corrected(self, text: str, spans: list[Span]) -> list[Span]:
+        """The model's spans with the document's own evidence applied (module docstring)."""
+        if self.options.strip_articles:
+            spans = [strip_article(span) for span in spans]
+        gazetteer = self.gazetteer()
+        spans = gazetteer.apply(text, spans)
+        if self.options.consistent_labels:
+            spans = consistent_spans(text, spans, fixed=gazetteer.labels)
+        wanted = set(self.options.labels) if self.options.labels is not None else None
+        return [span for span in spans if wanted is None or span[2] in wanted]
 
     def _recognise(self, model: NerModel, texts: list[str]) -> list[list[Span]]:
         """Spans for each text, chunking long ones and shifting chunk offsets back."""
@@ -245,55 +304,116 @@ class EntityExtractor(CorpusStep):
             for i, text in enumerate(texts)
             for offset, chunk in chunk_text(text, self.options.max_chars)
         ]
-        wanted = set(self.options.labels) if self.options.labels is not None else None
         spans: list[list[Span]] = [[] for _ in texts]
         with model.lock:
             parsed = model.nlp.pipe((chunk for _, _, chunk in pieces), batch_size=self.options.batch_size)
             for (i, offset, _), sdoc in zip(pieces, parsed):
                 for ent in sdoc.ents:
-                    if (wanted is None or ent.label_ in wanted) and ent.text.strip():
+                    if ent.text.strip():
                         spans[i].append([offset + ent.start_char, offset + ent.end_char, ent.label_, ent.text])
         return spans
 
     def build_index(self, summaries: Iterable[tuple[str, dict[str, Any]]]) -> dict[str, Any]:
-        """`{"canonical": {"LABEL\\tnormalised name": canonical name}}` over the whole corpus."""
-        index = CanonicalIndex()
+        """`{"canonical": {"LABEL\\tnormalised name": canonical name}, "labels": {name: label}}`
+        over the whole corpus (`labels`: the majority label of each name seen with several)."""
+        names = CanonicalIndex()
+        votes: Counter[tuple[str, str]] = Counter()
         for _, summary in summaries:
-            index.add_all((label, text) for _, _, label, text in summary.get("spans", ()))
-        return {"canonical": index.resolve()}
+            spans = summary.get("spans", ())
+            names.add_all((label, text) for _, _, label, text in spans)
+            votes.update(document_votes(spans))
+        return self.resolve(names.counts(), votes)
 
     def spill(self, summaries: list[tuple[str, dict[str, Any]]], folder: Path, partitions: int) -> None:
-        """The shard's name counts: the reduce sums shards' counts instead of every mention."""
-        index = CanonicalIndex()
+        """The shard's name counts and label votes: the reduce sums shards' counts instead of
+        every mention."""
+        names = CanonicalIndex()
+        votes: Counter[tuple[str, str]] = Counter()
         for _, summary in summaries:
-            index.add_all((label, text) for _, _, label, text in summary.get("spans", ()))
+            spans = summary.get("spans", ())
+            names.add_all((label, text) for _, _, label, text in spans)
+            votes.update(document_votes(spans))
         with gzip.open(folder / NAME_COUNTS, "wt", encoding="utf-8") as fh:
-            json.dump(index.counts(), fh, separators=(",", ":"))
+            json.dump(names.counts(), fh, separators=(",", ":"))
+        with gzip.open(folder / LABEL_VOTES, "wt", encoding="utf-8") as fh:
+            json.dump(sorted([key, label, n] for (key, label), n in votes.items()), fh, separators=(",", ":"))
 
     def reduce(self, partition: int, bundles: list[Path], state: Path) -> dict[str, Any]:
-        """Canonical names from the sum of every shard's name counts (memory: distinct names)."""
-        index = CanonicalIndex()
+        """Canonical names and majority labels from the sum of every shard's counts (memory:
+        distinct names)."""
+        counts: list[tuple[str, str, int]] = []
+        votes: Counter[tuple[str, str]] = Counter()
         for folder in bundles:
             with gzip.open(folder / NAME_COUNTS, "rt", encoding="utf-8") as fh:
-                index.add_counts(tuple(row) for row in json.load(fh))
-        return {"canonical": index.resolve()}
+                counts.extend(tuple(row) for row in json.load(fh))
+            try:
+                with gzip.open(folder / LABEL_VOTES, "rt", encoding="utf-8") as fh:
+                    votes.update({(key, label): n for key, label, n in json.load(fh)})
+            except FileNotFoundError:  # a bundle of step version 1 has no votes; its spans count as they are
+                pass
+        return self.resolve(counts, votes)
+
+    def resolve(self, counts: list[tuple[str, str, int]], votes: Counter[tuple[str, str]]) -> dict[str, Any]:
+        """Majority labels (when `corpus_labels`), then canonical names over the relabelled counts."""
+        labels = majority_labels(votes) if self.options.corpus_labels else {}
+        index = CanonicalIndex()
+        index.add_counts((labels.get(label_key(surface), label), surface, n) for label, surface, n in counts)
+        return {"canonical": index.resolve(), "labels": labels}
 
     def decide(self, index: dict[str, Any], doc_id: str, summary: dict[str, Any]) -> dict[str, Any]:
-        """The canonical names of just this document's mentions."""
+        """The corpus labels and canonical names of just this document's mentions."""
         canonical = index.get("canonical", {})
-        keys = {name_key(label, text) for _, _, label, text in summary.get("spans", ())}
-        return {"canonical": {key: canonical[key] for key in sorted(k for k in keys if k in canonical)}}
+        corpus_labels = index.get("labels", {})
+        labels: dict[str, str] = {}
+        keys: set[str] = set()
+        for _, _, label, text in summary.get("spans", ()):
+            name = label_key(text)
+            majority = corpus_labels.get(name, label)
+            if majority != label:
+                labels[name] = majority
+            key = name_key(majority, text)
+            if key is not None:
+                keys.add(key)
+        return {
+            "canonical": {key: canonical[key] for key in sorted(keys) if key in canonical},
+            "labels": dict(sorted(labels.items())),
+        }
 
     def apply(self, doc: Document, summary: dict[str, Any], decision: dict[str, Any]) -> Document:
-        """Attach the entities, each with its canonical name; skipped documents pass through."""
+        """Attach the entities, each with its corpus label and canonical name; skipped documents
+        pass through."""
         if not self.accepts(doc):
             return doc
         canonical = decision.get("canonical", {})
-        entities = tuple(
-            Entity(text=text, label=label, start=start, end=end, canonical=canonical.get(name_key(label, text)))
-            for start, end, label, text in summary.get("spans", ())
-        )
-        return self.stamp(doc, note=summary.get("note"), entities=entities)
+        labels = decision.get("labels", {})
+        wanted = set(self.options.labels) if self.options.labels is not None else None
+        entities = []
+        for start, end, label, text in summary.get("spans", ()):
+            label = labels.get(label_key(text), label)
+            if wanted is not None and label not in wanted:
+                continue
+            entities.append(
+                Entity(text=text, label=label, start=start, end=end, canonical=canonical.get(name_key(label, text)))
+            )
+        return self.stamp(doc, note=summary.get("note"), entities=tuple(entities))
+
+
+def document_votes(spans: Iterable[Span]) -> set[tuple[str, str]]:
+    """`(name, label)` pairs of one document: each counts once however often it is mentioned."""
+    return {(key, label) for _, _, label, text in spans if (key := label_key(text))}
+
+
+def majority_labels(votes: Counter[tuple[str, str]]) -> dict[str, str]:
+    """Each name seen with more than one label -> the label of most documents (ties: the
+    alphabetically first label, so the result never depends on the order of shards)."""
+    by_name: dict[str, Counter[str]] = {}
+    for (key, label), n in votes.items():
+        by_name.setdefault(key, Counter())[label] += n
+    return {
+        key: max(sorted(counts), key=counts.__getitem__)
+        for key, counts in sorted(by_name.items())
+        if len(counts) > 1
+    }
 
 
 def no_model_note(lang: str | None) -> str:

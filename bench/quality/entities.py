@@ -1,4 +1,9 @@
-"""The entities step against bare spaCy: speed, agreement, offsets, and entities lost to cleaning.
+"""The entities step against bare spaCy: CoNLL-2003 F1, speed, agreement, offsets, and entities
+lost to cleaning.
+
+CoNLL: `conll2003-dev/` beside the corpus folder (when present), scored by `bench.quality.conll`
+for bare spaCy, the step with its defaults, and the step with each piece of corpus evidence
+switched off in turn (target: F1 ≥ 0.69 with precision not below bare spaCy's).
 
 Both run in this process on the same cleaned texts (textmill's clean step, as configured), single
 process, each timed after a warm-up. textmill: `EntityExtractor.summarize` called per batch
@@ -17,6 +22,7 @@ from typing import Any
 import spacy
 
 from bench.common import markdown_table
+from bench.quality.conll import load_conll, predicted, prf
 from bench.quality import QualityError, bar, batches, clean, config_step, finish, rate, read_corpus, require_dir, words
 from textmill.tasks.document import Document
 from textmill.tasks.entities import EntityExtractor
@@ -115,7 +121,40 @@ def lost_to_cleaning(raw: list[Document], cleaned: list[Document], on_clean: lis
     }
 
 
+CONLL = "conll2003-dev"
+TARGET_F1 = 0.69
+# Step options of each CoNLL row: the defaults, each piece of evidence off, all of it off.
+VARIANTS: dict[str, dict[str, Any]] = {
+    "textmill (defaults)": {},
+    "without corpus labels": {"corpus_labels": False},
+    "without document consistency": {"consistent_labels": False},
+    "without article stripping": {"strip_articles": False},
+    "no evidence (bare model through the step)": {"corpus_labels": False, "consistent_labels": False, "strip_articles": False},
+}
+
+
+def step_entities(step: EntityExtractor, texts: list[str]) -> list[list[tuple[str, str]]]:
+    """`(text, label)` of each document's final entities: summarize, index, decide, apply."""
+    docs = [Document(id=f"conll-{i:03d}", path="", sha256="", text=t, lang="en") for i, t in enumerate(texts)]
+    summaries = step.summarize(docs)
+    index = step.build_index([(d.id, s) for d, s in zip(docs, summaries)])
+    out = [step.apply(d, s, step.decide(index, d.id, s)) for d, s in zip(docs, summaries)]
+    return [[(e.text, e.label) for e in doc.entities] for doc in out]
+
+
+def conll_scores(folder: Path, nlp: spacy.language.Language) -> dict[str, Any]:
+    """P/R/F1 of bare spaCy and of the step's variants on the CoNLL-2003 development split."""
+    documents = load_conll(folder)
+    texts = [d.text for d in documents]
+    rows = {"bare spaCy": prf(documents, [predicted([(e.text, e.label_) for e in doc.ents]) for doc in nlp.pipe(texts)])}
+    for name, options in VARIANTS.items():
+        step = EntityExtractor(EntityExtractor.Options(**options))
+        rows[name] = prf(documents, [predicted(found) for found in step_entities(step, texts)])
+    return {"corpus": str(folder), "documents": len(documents), "rows": rows}
+
+
 def run(corpus: Path, results: Path, limit: int | None, started: float) -> None:
+    conll_folder = corpus.resolve().parent / CONLL
     raw, docs = load(corpus, limit)
     step = config_step("entities")
     assert isinstance(step, EntityExtractor)
@@ -134,6 +173,7 @@ def run(corpus: Path, results: Path, limit: int | None, started: float) -> None:
         "components": {"textmill": step.pipeline("en").pipe_names, "bare": nlp.pipe_names, "same": same_components},
     }
     data = {
+        "conll": conll_scores(conll_folder, nlp) if (conll_folder / "eng.testa.iob2").is_file() else None,
         "corpus": str(corpus), "speed": speed, "agreement": agreement(docs, ours, bare),
         "bad_offsets": bad_offsets(docs, ours), "lost_to_cleaning": lost_to_cleaning(raw, docs, bare, on_raw),
     }
@@ -155,7 +195,22 @@ def markdown(d: dict[str, Any]) -> str:
         ("entities on raw / on cleaned text", f"{lost['raw_entities']} / {lost['cleaned_entities']}"),
         ("(text, label) lost to cleaning / gained", f"{lost['lost']} / {lost['gained']}"),
     ]
-    parts = [
+    parts = []
+    if d["conll"]:
+        c = d["conll"]
+        bare_p = c["rows"]["bare spaCy"]["precision"]
+        best = c["rows"]["textmill (defaults)"]
+        met = best["f1"] >= TARGET_F1 and best["precision"] >= bare_p
+        parts += [
+            f"## Entities on CoNLL-2003 dev ({c['documents']} documents; PER/ORG/LOC, (text, label) multisets per document)\n",
+            markdown_table(
+                ["", "precision", "recall", "F1", "PER F1", "ORG F1", "LOC F1"],
+                [(name, r["precision"], r["recall"], r["f1"], *(r["per_label"][k]["f1"] for k in ("PER", "ORG", "LOC")))
+                 for name, r in c["rows"].items()],
+            ),
+            f"Target F1 ≥ {TARGET_F1} with precision ≥ bare spaCy's ({bare_p:.3f}): {'PASS' if met else 'FAIL'}\n",
+        ]
+    parts += [
         f"## Entities: textmill vs bare spaCy ({MODEL}, single process, {s['documents']} documents)\n",
         markdown_table(["", "documents", "words", "seconds", "words/s"], rows),
         markdown_table(["check", "result"], checks),
