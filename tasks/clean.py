@@ -11,7 +11,7 @@ import unicodedata
 from functools import cache
 from importlib.resources import files
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 from bs4 import BeautifulSoup, NavigableString, Tag
 from markdown_it import MarkdownIt
@@ -23,6 +23,7 @@ from textmill.tasks.document import Document
 from textmill.tasks.html_text import (
     BLOCK_TAGS, MARKUP_FAULTS, NON_TEXT_STRINGS, NON_TEXT_TAGS, first_iso_date, html_to_text,
 )
+from textmill.tasks.main_text import choose_main_text
 
 # Line and page separators become newlines; other control characters and zero-width marks go.
 LINE_BREAKS = str.maketrans(
@@ -57,6 +58,17 @@ class CleanOptions(StepOptions):
         0.5, ge=0.0, le=1.0,
         description="HTML: drop a paragraph or list whose link text exceeds this share of its text.",
     )
+    html_extractor: Literal["trafilatura", "textmill"] = Field(
+        "trafilatura",
+        description="HTML main text: 'trafilatura' (precision mode, no reader comments), checked against "
+        "textmill's own extraction and replaced by it when trafilatura keeps too little; 'textmill': "
+        "textmill's beautifulsoup4 extraction alone.",
+    )
+    fallback_share: float = Field(
+        0.5, ge=0.0, le=1.0,
+        description="With html_extractor 'trafilatura': use textmill's extraction when trafilatura's text has "
+        "fewer than this share of its words.",
+    )
 
     @field_validator("repeated_line_min_count")
     @classmethod
@@ -71,8 +83,8 @@ class Cleaner(DocumentStep):
     """Extract main text, normalise it, pull leading metadata and remove boilerplate by rules."""
 
     name: ClassVar[str] = "clean"
-    version: ClassVar[str] = "3"
-    libraries: ClassVar[tuple[str, ...]] = ("beautifulsoup4", "lxml", "markdown-it-py")
+    version: ClassVar[str] = "4"
+    libraries: ClassVar[tuple[str, ...]] = ("beautifulsoup4", "lxml", "markdown-it-py", "trafilatura")
     Options: ClassVar[type[StepOptions]] = CleanOptions
     options: CleanOptions
 
@@ -121,7 +133,11 @@ class Cleaner(DocumentStep):
             try:
                 if fmt == "html":
                     page = html_to_text(text, options.link_density_max)
-                    text, page_meta = page.text, page.meta
+                    page_meta = page.meta
+                    if options.html_extractor == "trafilatura":
+                        text, _ = choose_main_text(page.text, text, options.fallback_share, options.link_density_max)
+                    else:
+                        text = page.text
                 else:
                     text, page_meta = strip_markdown(text)
             except MARKUP_FAULTS as exc:

@@ -158,7 +158,7 @@ def test_html_main_text_and_metadata() -> None:
 
 
 def test_html_link_density_is_an_option() -> None:
-    kept = clean_one(PAGE, "html", link_density_max=1.0)
+    kept = clean_one(PAGE, "html", link_density_max=1.0, html_extractor="textmill")
     assert "Related story one" in kept.text
 
 
@@ -524,3 +524,45 @@ def test_rules_come_from_the_file(tmp_path: Path) -> None:
     doc = step.process([make_doc("By Alice The story [promo] goes on.\nComments (3)\nStill here.")])[0]
     assert doc.meta["author"] == "Alice"
     assert doc.text == "The story goes on.\nComments (3)\nStill here."
+
+
+# --- HTML main text: trafilatura checked against textmill's own extraction --------------------
+
+ARTICLE = "".join(
+    f"<p>Paragraph {i} of the report says the council voted on the new harbour wall after a long debate.</p>"
+    for i in range(6)
+)
+ARTICLE_PAGE = f"<html><body><article><h1>Council backs harbour wall</h1>{ARTICLE}</article></body></html>"
+
+
+def test_trafilatura_text_is_used_when_it_keeps_enough(monkeypatch: pytest.MonkeyPatch) -> None:
+    from textmill.tasks import main_text
+
+    own = clean_one(ARTICLE_PAGE, "html", html_extractor="textmill").text
+    words = len(own.split())
+    kept = " ".join(["kept"] * (words // 2 + 1))
+    monkeypatch.setattr(main_text, "trafilatura_text", lambda html, link_density_max: kept)
+    assert clean_one(ARTICLE_PAGE, "html").text == kept
+    short = " ".join(["short"] * (words // 2 - 1))
+    monkeypatch.setattr(main_text, "trafilatura_text", lambda html, link_density_max: short)
+    assert clean_one(ARTICLE_PAGE, "html").text == own
+    assert clean_one(ARTICLE_PAGE, "html", fallback_share=0.0).text == short
+
+
+def test_trafilatura_failing_falls_back_to_textmill(monkeypatch: pytest.MonkeyPatch) -> None:
+    import trafilatura
+
+    def broken(*args: object, **kwargs: object) -> str:
+        raise ValueError("extractor bug")
+
+    own = clean_one(ARTICLE_PAGE, "html", html_extractor="textmill")
+    monkeypatch.setattr(trafilatura, "extract", broken)
+    doc = clean_one(ARTICLE_PAGE, "html")
+    assert (doc.status, doc.text) == ("ok", own.text)
+
+
+def test_trafilatura_output_keeps_textmill_paragraphs() -> None:
+    doc = clean_one(ARTICLE_PAGE, "html")
+    paragraphs = doc.text.split("\n\n")
+    assert paragraphs[0] == "Council backs harbour wall"
+    assert len(paragraphs) == 7 and all(p.startswith("Paragraph") for p in paragraphs[1:])

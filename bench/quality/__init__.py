@@ -92,13 +92,17 @@ def first_files(root: Path, limit: int, target: Path) -> Path:
     return target
 
 
-def clean(docs: list[Document]) -> tuple[list[Document], float]:
-    """The documents after the config's clean step (rejected ones stay in, with status `rejected`),
-    and the seconds spent in `process` alone (setup and config loading excluded)."""
+def clean(docs: list[Document], **overrides: Any) -> tuple[list[Document], float]:
+    """The documents after the config's clean step, with its options changed by `overrides`
+    (rejected ones stay in, with status `rejected`), and the seconds spent in `process` alone
+    (setup and config loading excluded)."""
     from textmill.flows.shard import BATCH  # the batch a shard task hands to a document step
 
     cleaner = config_step("clean")
     assert isinstance(cleaner, DocumentStep)
+    if overrides:
+        options = type(cleaner.options).model_validate({**cleaner.options.model_dump(), **overrides})
+        cleaner = type(cleaner)(options, cleaner.config_dir)
     out: list[Document] = []
     seconds = 0.0
     cleaner.process(list(docs[:1]))  # warm-up: lazily built parsers
