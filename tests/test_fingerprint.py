@@ -58,7 +58,7 @@ def test_upgrading_spacy_or_a_model_changes_the_entities_fingerprint(
 
 
 def test_built_in_steps_declare_their_libraries() -> None:
-    assert Cleaner(config_dir=CONFIG).library_names() == ("beautifulsoup4", "lxml", "markdown-it-py")
+    assert Cleaner(config_dir=CONFIG).library_names() == ("beautifulsoup4", "lxml", "markdown-it-py", "trafilatura")
     assert LanguageTagger.libraries == ("heliport", "py3langid", "langdetect", "iso639-lang", "langcodes")
     codes = ("iso639-lang", "langcodes")
     assert LanguageTagger().library_names() == ("heliport", "py3langid", *codes)
