@@ -14,6 +14,7 @@ textmill's overhead is measured against (target: at least 0.9 of its words/s).
 """
 from __future__ import annotations
 
+import os
 import time
 from collections import Counter
 from pathlib import Path
@@ -154,7 +155,7 @@ def conll_scores(folder: Path, nlp: spacy.language.Language) -> dict[str, Any]:
 
 
 def run(corpus: Path, results: Path, limit: int | None, started: float) -> None:
-    conll_folder = corpus.resolve().parent / CONLL
+    conll_folder = Path(os.path.normpath(corpus / os.pardir / CONLL))
     raw, docs = load(corpus, limit)
     step = config_step("entities")
     assert isinstance(step, EntityExtractor)

@@ -16,6 +16,7 @@ except `backend`. Texts in a language the backend can name (its languages minus 
 from __future__ import annotations
 
 import json
+import os
 import time
 from collections import Counter
 from pathlib import Path
@@ -110,7 +111,7 @@ def measure(tagger: LanguageTagger, label: str, texts: dict[str, list[str]]) -> 
 def run(corpus: Path, results: Path, limit: int | None, started: float) -> None:
     sentences = load(corpus, limit)
     inputs = {"sentence": sentences, "paragraph": {lang: paragraphs(lines) for lang, lines in sentences.items()}}
-    masakhane = corpus.resolve().parent / MASAKHANE
+    masakhane = Path(os.path.normpath(corpus / os.pardir / MASAKHANE))
     if (masakhane / "dev-sample.jsonl").is_file():
         articles = load_masakhane(masakhane)
         inputs[MASAKHANE] = {lang: texts[:limit] if limit else texts for lang, texts in articles.items()}
