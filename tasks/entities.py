@@ -316,23 +316,13 @@ class EntityExtractor(CorpusStep):
     def build_index(self, summaries: Iterable[tuple[str, dict[str, Any]]]) -> dict[str, Any]:
         """`{"canonical": {"LABEL\\tnormalised name": canonical name}, "labels": {name: label}}`
         over the whole corpus (`labels`: the majority label of each name seen with several)."""
-        names = CanonicalIndex()
-        votes: Counter[tuple[str, str]] = Counter()
-        for _, summary in summaries:
-            spans = summary.get("spans", ())
-            names.add_all((label, text) for _, _, label, text in spans)
-            votes.update(document_votes(spans))
+        names, votes = count_names(summaries)
         return self.resolve(names.counts(), votes)
 
     def spill(self, summaries: list[tuple[str, dict[str, Any]]], folder: Path, partitions: int) -> None:
         """The shard's name counts and label votes: the reduce sums shards' counts instead of
         every mention."""
-        names = CanonicalIndex()
-        votes: Counter[tuple[str, str]] = Counter()
-        for _, summary in summaries:
-            spans = summary.get("spans", ())
-            names.add_all((label, text) for _, _, label, text in spans)
-            votes.update(document_votes(spans))
+        names, votes = count_names(summaries)
         with gzip.open(folder / NAME_COUNTS, "wt", encoding="utf-8") as fh:
             json.dump(names.counts(), fh, separators=(",", ":"))
         with gzip.open(folder / LABEL_VOTES, "wt", encoding="utf-8") as fh:
@@ -396,6 +386,17 @@ class EntityExtractor(CorpusStep):
                 Entity(text=text, label=label, start=start, end=end, canonical=canonical.get(name_key(label, text)))
             )
         return self.stamp(doc, note=summary.get("note"), entities=tuple(entities))
+
+
+def count_names(summaries: Iterable[tuple[str, dict[str, Any]]]) -> tuple[CanonicalIndex, Counter[tuple[str, str]]]:
+    """Every mention's name form, and each document's label votes."""
+    names = CanonicalIndex()
+    votes: Counter[tuple[str, str]] = Counter()
+    for _, summary in summaries:
+        spans = summary.get("spans", ())
+        names.add_all((label, text) for _, _, label, text in spans)
+        votes.update(document_votes(spans))
+    return names, votes
 
 
 def document_votes(spans: Iterable[Span]) -> set[tuple[str, str]]:

@@ -19,6 +19,7 @@ import re
 import tomllib
 from collections import Counter
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -112,10 +113,18 @@ class Gazetteer:
             names.append((" ".join(text.split()), label.strip()))
         return cls(tuple(sorted(set(names))))
 
-    @property
+    @cached_property
     def labels(self) -> dict[str, str]:
         """Label key -> the label the user gave the name."""
         return {label_key(text): label for text, label in self.names}
+
+    @cached_property
+    def _by_text(self) -> dict[str, str]:
+        return dict(self.names)
+
+    @cached_property
+    def _pattern(self) -> re.Pattern[str]:
+        return name_pattern(list(self._by_text), ignore_case=False)
 
     def apply(self, text: str, spans: list[Span]) -> list[Span]:
         """`spans` with every gazetteer match in `text` added and the model's spans it overlaps
@@ -123,10 +132,9 @@ class Gazetteer:
         Council") is another name and left alone."""
         if not self.names:
             return spans
-        labels = dict(self.names)
         found = [
-            [m.start(), m.end(), labels[m.group()], m.group()]
-            for m in name_pattern(list(labels), ignore_case=False).finditer(text)
+            [m.start(), m.end(), self._by_text[m.group()], m.group()]
+            for m in self._pattern.finditer(text)
             if not any(s <= m.start() and m.end() <= e and e - s > m.end() - m.start() for s, e, _, _ in spans)
         ]
         if not found:

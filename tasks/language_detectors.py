@@ -20,6 +20,7 @@ score minus the best's in log10 units per n-gram, mapped to `1 - 10**-confidence
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -159,7 +160,7 @@ class Consensus:
             return UNDETERMINED, max(h_score, p_score)
         return lang, (p_score if lang == p else h_score)
 
-    def decide(self, h: str, p: str, fit: Any) -> str:
+    def decide(self, h: str, p: str, fit: Callable[[], float]) -> str:
         """The answer from heliport's `h` and py3langid's `p` (`fit()`: heliport's fit score)."""
         if h == p:
             return h
