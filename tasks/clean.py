@@ -135,7 +135,7 @@ class Cleaner(DocumentStep):
                     page = html_to_text(text, options.link_density_max)
                     page_meta = page.meta
                     if options.html_extractor == "trafilatura":
-                        text, _ = choose_main_text(page.text, text, options.fallback_share, options.link_density_max)
+                        text = choose_main_text(page.text, text, options.fallback_share, options.link_density_max)
                     else:
                         text = page.text
                 else:

@@ -24,9 +24,8 @@ from pathlib import Path
 from typing import Any
 
 from textmill.tasks.base import ConfigError
-from textmill.tasks.canonical import normalise
+from textmill.tasks.canonical import PERSON, normalise
 
-PERSON = "PERSON"
 ARTICLE = re.compile(r"(?i)the\s+")
 Span = list[Any]  # [start, end, label, text]
 

@@ -21,6 +21,7 @@ score minus the best's in log10 units per n-gram, mapped to `1 - 10**-confidence
 from __future__ import annotations
 
 from collections.abc import Callable
+from functools import cache
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -109,12 +110,8 @@ class Py3langid:
         self.min_score = min_score
         self.languages = frozenset(iso_code(lang) for lang in self._identifier.nb_classes) - {UNDETERMINED}
 
-    def ranked(self, text: str) -> tuple[str, float]:
-        """The best language and its probability, however low."""
-        return best_language(self._identifier.rank(text))
-
     def detect(self, text: str) -> tuple[str, float]:
-        return unsure(*self.ranked(text), self.min_score)
+        return unsure(*best_language(self._identifier.rank(text)), self.min_score)
 
 
 class Heliport:
@@ -155,7 +152,8 @@ class Consensus:
     def detect(self, text: str) -> tuple[str, float]:
         h, h_score = self.heliport.detect(text)
         p, p_score = self.py3langid.detect(text)
-        lang = self.decide(h, p, lambda: self.heliport.fit(text))
+        # heliport scores the text a second time only when the answers disagree, and at most once.
+        lang = self.decide(h, p, cache(lambda: self.heliport.fit(text)))
         if lang == UNDETERMINED:
             return UNDETERMINED, max(h_score, p_score)
         return lang, (p_score if lang == p else h_score)

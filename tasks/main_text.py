@@ -19,9 +19,6 @@ from typing import Any
 
 from textmill.tasks.html_text import html_to_text
 
-EXTRACTORS = ("trafilatura", "textmill")
-
-
 @cache
 def trafilatura_config() -> Any:
     """trafilatura's settings without its extraction timeout, which uses SIGALRM and so fails
@@ -47,14 +44,14 @@ def trafilatura_text(html: str, link_density_max: float) -> str:
         return ""
 
 
-def choose_main_text(own: str, html: str, fallback_share: float, link_density_max: float) -> tuple[str, str]:
-    """`(text, extractor)`: trafilatura's text for `html` when it keeps at least `fallback_share`
+def choose_main_text(own: str, html: str, fallback_share: float, link_density_max: float) -> str:
+    """trafilatura's text for `html` when it keeps at least `fallback_share`
     of the words of `own` (textmill's extraction), else `own`. A page where textmill finds no
     main text at all (only furniture) stays empty: trafilatura would return a menu."""
     own_words = len(own.split())
     if own_words == 0:
-        return own, "textmill"
+        return own
     other = trafilatura_text(html, link_density_max)
     if other.strip() and len(other.split()) >= fallback_share * own_words:
-        return other, "trafilatura"
-    return own, "textmill"
+        return other
+    return own
