@@ -12,7 +12,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 from uuid import UUID
@@ -370,6 +370,7 @@ class Runner:
     expected_tasks: int = 0
     finished_tasks: int = 0
     progress_shown_at: float = 0.0
+    weights: dict[int, int] = field(default_factory=dict)
 
     def track(self, expected_tasks: int) -> None:
         """Create the run's progress artifact: the share of its shard tasks that have finished."""
@@ -447,10 +448,18 @@ class Runner:
         shard_done(stage, 0, total)
         progress.finish(stage)
 
+    def heaviest_first(self, shards: Sequence[int]) -> list[int]:
+        """`shards` in the order their tasks are submitted: by the bytes of their input files,
+        largest first, so the last tasks a worker takes are short ones and the workers finish
+        together (on BBC, shards of 0.67 to 1.11 MB; in shard order one worker idled for 5 s
+        at the end of the entities stage)."""
+        return sorted(shards, key=lambda n: (-self.weights.get(n, 0), n))
+
     def map_shards(
         self, stage: str, submit: Callable[[int], PrefectFuture], shards: Sequence[int], sizes: dict[int, int]
     ) -> dict[int, ShardOutcome]:
-        """Submit one task per shard, resolve every future, then fail with the first failure.
+        """Submit one task per shard (`heaviest_first`), resolve every future, then fail with
+        the first failure.
 
         Progress: the shard functions report their batches themselves (from a worker process
         through `textmill.flows.progress`); `shard_done` reports the rest when each task finishes.
@@ -458,7 +467,7 @@ class Runner:
         progress = listener()
         progress.start(stage, sum(sizes.values()))
         started = time.perf_counter()
-        futures = {submit(n): n for n in shards}
+        futures = {submit(n): n for n in self.heaviest_first(shards)}
         results: dict[int, ShardOutcome] = {}
         failures: list[tuple[int, BaseException]] = []
         for future in as_completed(list(futures)):
@@ -519,7 +528,10 @@ def run_pipeline(cfg: PipelineConfig, paths: Paths, corpus: str) -> dict[str, An
         sources, cfg.run.shard_size, cfg.run.max_shards, runner_workers(cfg.run.workers or default_workers(cfg.run.runner))
     )
     shard_map.save(paths.shard_map)
-    runner = Runner(paths, cfg.run, {}, RunRecord(run_id=str(flow_run.id)), tag_steps=tag_steps())
+    runner = Runner(
+        paths, cfg.run, {}, RunRecord(run_id=str(flow_run.id)), tag_steps=tag_steps(),
+        weights={n: sum(src.size for src in files) for n, files in members.items()},
+    )
     try:
         shards = list(members)
         run_in_process(len(shards))

@@ -2,6 +2,7 @@
 each step once per process, report their task runs to the run's server and move the bars per batch."""
 from __future__ import annotations
 
+import json
 import multiprocessing
 import os
 import re
@@ -48,6 +49,30 @@ class SetupLog(DocumentStep):
             log.write(f"{os.getpid()}\\n")
 
     def process(self, docs):
+        return [self.stamp(d) for d in docs]
+'''
+
+
+ORDER_LOG_STEP = '''
+from pydantic import Field
+
+from textmill.tasks.base import DocumentStep, StepOptions
+
+
+class OrderLogOptions(StepOptions):
+    log: str = Field(..., description="file that gets the id of every document processed, in order")
+
+
+class OrderLog(DocumentStep):
+    """Passes documents through; notes the order in which it sees them."""
+
+    name = "orderlog"
+    version = "1"
+    Options = OrderLogOptions
+
+    def process(self, docs):
+        with open(self.options.log, "a") as log:
+            log.write("".join(d.id + "\\n" for d in docs))
         return [self.stamp(d) for d in docs]
 '''
 
@@ -166,3 +191,36 @@ def test_progress_moves_per_batch_from_worker_processes(prefect_server: None, tm
         assert sum(recorder.advances(stage)) == 300, stage
     assert 64 in recorder.advances("clean"), f"no batch reported before its shard finished: {recorder.advances('clean')}"
     assert len(recorder.advances("read")) > 2, "files are reported as they are read"
+
+
+def test_shard_tasks_are_submitted_largest_first(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """With one task at a time, a stage's shards run in the order of their input bytes, largest
+    first: on two or more workers the last tasks taken are then the short ones."""
+    install_plugin(monkeypatch, tmp_path / "site", "textmill_orderlog", ORDER_LOG_STEP, "orderlog = textmill_orderlog:OrderLog")
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    sizes = {"a": 1, "b": 9, "c": 4, "d": 6}  # shards of two files each, in id order
+    for prefix, words in sizes.items():
+        for n in range(2):
+            text = " ".join(f"{prefix}{n}word{w}" for w in range(120 * words))
+            (corpus / f"{prefix}{n}.txt").write_text(f"Document {prefix}{n}. {text}.\n")
+    log = tmp_path / "order.log"
+    config = tmp_path / "config"
+    shutil.copytree(CONFIG.parent, config, ignore=shutil.ignore_patterns("__pycache__", "__init__.py"))
+    path = config / "pipeline.toml"
+    path.write_text(
+        path.read_text().replace('steps = ["clean", "dedupe"', 'steps = ["clean", "orderlog", "dedupe"')
+        + f'\n[steps.orderlog]\nlog = "{log}"\n'
+    )
+    set_option(path, "run", "shard_size = 2")
+    out = tmp_path / "out"
+    textmill.with_options(task_runner=make_task_runner("threads", 1))(corpus=str(corpus), out=str(out), config=str(path))
+
+    shard_of = dict(json.loads((out / ".textmill" / "shards.json").read_text())["shards"])
+    assert len(set(shard_of.values())) == 4, shard_of
+    ran = [shard_of[doc_id] for doc_id in log.read_text().split()]
+    order = [n for i, n in enumerate(ran) if i == 0 or ran[i - 1] != n]
+    by_bytes = sorted(set(shard_of.values()), key=lambda n: -sum((corpus / f).stat().st_size for f, m in shard_of.items() if m == n))
+    assert order == by_bytes, f"shards ran in {order}, largest first is {by_bytes}"
+    assert [shard_of[f"{p}0.txt"] for p in "bdca"] == by_bytes
+
