@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.common import DEFAULT_RESULTS, markdown_table, write_results
-from bench.measure import bench_env
+from bench.measure import bench_env, prefect_home_note, prepare_prefect_home
 from bench.speed import baseline_run, say, textmill_run
 from textmill.flows.runners import RUNNERS
 
@@ -42,6 +42,8 @@ def sorted_lines(folder: Path) -> list[str]:
 
 
 def compare_runners(corpus: Path, work: Path, configs: list[tuple[str, int]], env: dict[str, str], log: Path) -> dict[str, Any]:
+    say("a first run over the seeds creates the Prefect database")
+    setup = prepare_prefect_home(env, work, log)
     say("baseline")
     baseline = baseline_run(corpus, work / "baseline", env, log)
     say(f"baseline {baseline['wall_s']:.1f} s")
@@ -62,7 +64,7 @@ def compare_runners(corpus: Path, work: Path, configs: list[tuple[str, int]], en
         say(f"{runner}:{workers} cold {cold['wall_s']:.1f} s, warm {warm['wall_s']:.1f} s")
         rows.append({"runner": runner, "workers": workers, "cold": cold, "warm": warm})
         shutil.rmtree(out)
-    return {"corpus": str(corpus), "baseline": baseline, "runs": rows}
+    return {"corpus": str(corpus), "prefect_home_setup": setup.to_dict(), "baseline": baseline, "runs": rows}
 
 
 def markdown(result: dict[str, Any]) -> str:
@@ -83,7 +85,9 @@ def markdown(result: dict[str, Any]) -> str:
         f"# Task runners on `{result['corpus']}`\n\n"
         f"Baseline (`bench.baseline`, one process): {base:.1f} s wall, {result['baseline']['cpu_s']:.1f} s CPU.\n\n"
         + table
+        + prefect_home_note(result.get("prefect_home_setup"))
     )
+
 
 
 def main() -> None:

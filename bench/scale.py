@@ -40,6 +40,8 @@ from bench.measure import (
     bench_env,
     fresh_database,
     measure_tree,
+    prefect_home_note,
+    prepare_prefect_home,
     python_module,
 )
 from bench.synth import generate
@@ -270,6 +272,10 @@ def main() -> None:
     work.mkdir(parents=True, exist_ok=True)
     env = bench_env(work / "prefect-home")
     log = work / "scale.log"
+    setup = None
+    if args.server == "adhoc":
+        say("a first run over the seeds creates the Prefect database")
+        setup = prepare_prefect_home(env, work, log).to_dict()
     previous = args.results / "scale.json"
     points = {p["size"]: p for p in json.loads(previous.read_text())["points"]} if previous.exists() else {}
     with contextlib.ExitStack() as stack:
@@ -285,7 +291,12 @@ def main() -> None:
                 "server": args.server,
             }
             ordered = [points[k] for k in sorted(points)]
-            write_results(args.results, "scale", {"points": ordered, "fit": per_document_bytes(ordered)}, markdown(ordered))
+            write_results(
+                args.results,
+                "scale",
+                {"points": ordered, "fit": per_document_bytes(ordered), "prefect_home_setup": setup},
+                markdown(ordered) + prefect_home_note(setup),
+            )
             plot(ordered, args.plot)
             say(f"{size}: results written to {args.results / 'scale.md'}")
 

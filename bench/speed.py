@@ -24,7 +24,7 @@ from typing import Any
 
 from bench.agree import compare, load_records
 from bench.common import DEFAULT_RESULTS, REPO, markdown_table, median, write_results
-from bench.measure import PrefectServer, bench_env, measure, python_module
+from bench.measure import PrefectServer, bench_env, measure, prefect_home_note, prepare_prefect_home, python_module
 from bench.synth import generate
 
 KINDS = ("baseline", "cold", "warm", "incremental")
@@ -92,6 +92,8 @@ def speed(source: Path, work: Path, repeat: int, env: dict[str, str], log: Path,
     runs: dict[str, list[dict[str, Any]]] = {kind: [] for kind in kinds}
     agreement: dict[str, Any] = {}
     config = ("--config", str(same_work_config(work / "config")))
+    say("a first run over the seeds creates the Prefect database")
+    setup = prepare_prefect_home(env, work, log)
     for rep in range(1, repeat + 1):
         say(f"repetition {rep}/{repeat}: baseline")
         runs["baseline"].append(baseline_run(corpus, work / "baseline", env, log))
@@ -128,6 +130,7 @@ def speed(source: Path, work: Path, repeat: int, env: dict[str, str], log: Path,
         "summary": summary,
         "ratios": ratios(summary),
         "agreement": agreement,
+        "prefect_home_setup": setup.to_dict(),
     }
 
 
@@ -270,6 +273,7 @@ def markdown(result: dict[str, Any]) -> str:
             f"(baseline {a['baseline_entities']}), languages {a['languages']}; mismatches: "
             + ", ".join(f"{k} {a[k + '_count']}" for k in ("status_mismatch", "text_mismatch", "language_mismatch", "entity_count_mismatch", "cluster_mismatch"))
             + "\n"
+            + prefect_home_note(s.get("prefect_home_setup"))
         )
     if "growth" in result:
         g = result["growth"]

@@ -111,3 +111,18 @@ def test_runner_configurations_parse_and_bad_ones_are_refused() -> None:
     for bad in ("pool:2", "threads", "threads:0", "dask:two"):
         with pytest.raises(SystemExit, match="is not RUNNER:WORKERS"):
             parse_configs(bad)
+
+
+@pytest.mark.slow
+def test_a_new_prefect_home_gets_its_database_before_anything_is_measured(tmp_path: Path) -> None:
+    """The benchmarks' cold runs find Prefect's database made: one run over the seeds makes it
+    in the new home, and leaves no output behind."""
+    from bench.measure import bench_env, prefect_home_note, prepare_prefect_home
+
+    home = tmp_path / "prefect-home"
+    setup = prepare_prefect_home(bench_env(home), tmp_path, tmp_path / "runs.log")
+    assert (home / "prefect.db").stat().st_size > 0
+    assert setup.exit_code == 0 and setup.wall_s > 0
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["prefect-home", "runs.log"]
+    assert f"({setup.wall_s:.1f} s wall)" in prefect_home_note(setup.to_dict())
+    assert prefect_home_note(None) == ""
