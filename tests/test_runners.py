@@ -56,3 +56,27 @@ def test_partitions_are_grouped_four_per_worker_in_contiguous_even_groups() -> N
     assert partition_groups(10, 1) == [[0, 1], [2, 3, 4], [5, 6], [7, 8, 9]]
     assert partition_groups(1, 8) == [[0]]
     assert sorted(p for g in partition_groups(37, 3) for p in g) == list(range(37))
+
+
+def test_a_worker_exits_without_teardown_after_every_later_exit_handler() -> None:
+    """A worker's exit handler (registered first, so it runs last) ends the process after the
+    handlers registered since, Prefect's included, with what it printed flushed; the
+    interpreter's teardown, and handlers registered before it, are skipped."""
+    import subprocess
+    import sys
+
+    script = (
+        "import atexit, sys\n"
+        "from textmill.flows.runners import exit_without_teardown\n"
+        "atexit.register(print, 'registered before: must not run')\n"
+        "atexit.register(exit_without_teardown)\n"
+        "atexit.register(print, 'registered after: runs')\n"
+        "class Teardown:\n"
+        "    def __del__(self):\n"
+        "        print('teardown: must not run')\n"
+        "keep = Teardown()\n"
+        "sys.stdout.write('unflushed output')\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == "unflushed outputregistered after: runs\n", done.stdout
