@@ -89,7 +89,6 @@ def markdown(result: dict[str, Any]) -> str:
     )
 
 
-
 def main() -> None:
     parser = argparse.ArgumentParser(description="textmill's task runners and worker counts, cold and warm.")
     parser.add_argument("--corpus", type=Path, required=True)
