@@ -3,7 +3,11 @@
 A file keeps the shard it was first given for as long as it exists; an edit keeps its shard.
 New files, in id order, top up the highest-numbered shards (as many as the run has workers,
 sharing the new files evenly, so every worker has a part of them) to this run's shard capacity
-and then open new shards numbered after them. The capacity is `shard_size`, or more when the corpus has
+and then open new shards numbered after them. A shard is topped up only while it has room for
+at least half of `shard_size`: a topped-up shard's tasks run again over all its documents
+(the cached ones cost little each, but a shard of 1,563 costs seconds per stage), so the
+sliver of room that a growing capacity gives full shards (16 files each when 100,000 files
+become 101,000 in 64 shards) would double the cost of each stage of a run adding 1%. The capacity is `shard_size`, or more when the corpus has
 more than `max_shards` shards' worth of files: every shard task costs Prefect a few
 milliseconds even when it is Cached, so a large corpus gets fewer, larger shards. New
 shards share the new files evenly, and come in a multiple of the run's workers as long as each
@@ -74,7 +78,9 @@ class ShardMap:
         new.sort(key=lambda src: src.id)
         last = max(members, default=-1)
         filling = sorted(members)[-workers:]
-        shares = top_up(new_files=len(new), rooms=[max(0, capacity - len(members[n])) for n in filling])
+        rooms = [capacity - len(members[n]) for n in filling]
+        reopen = max(1, shard_size // 2)  # smaller rooms stay closed: see the module docstring
+        shares = top_up(new_files=len(new), rooms=[room if room >= reopen else 0 for room in rooms])
         start = 0
         for n, share in zip(filling, shares):
             members[n].extend(new[start : start + share])

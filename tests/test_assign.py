@@ -105,6 +105,21 @@ def test_files_added_run_after_run_top_up_one_shard_per_worker() -> None:
     assert sizes[2] == {66: 50, 67: 50}, "full at 100: new shards again"
 
 
+def test_full_shards_are_not_reopened_for_the_sliver_a_growing_capacity_gives_them() -> None:
+    """Past `max_shards`, each addition raises the capacity a little; shards left with less
+    room than half of `shard_size` keep their files, and the new ones go to new shards."""
+    shard_map = ShardMap()
+    corpus = [f"{n:04}" for n in range(400)]
+    shard_map.assign(files(*corpus), shard_size=10, max_shards=16, workers=2)  # 16 shards of 25
+    corpus += [f"new-{n:02}" for n in range(16)]  # capacity 26: a room of 1 in every shard
+    members = shard_map.assign(files(*corpus), shard_size=10, max_shards=16, workers=2)
+    assert [len(members[n]) for n in range(16)] == [25] * 16, "no old shard reopened"
+    assert {n: len(g) for n, g in members.items() if n >= 16} == {16: 8, 17: 8}
+    corpus += [f"next-{n:02}" for n in range(10)]  # the new shards have room (19 each): topped up
+    members = shard_map.assign(files(*corpus), shard_size=10, max_shards=16, workers=2)
+    assert {n: len(g) for n, g in members.items() if n >= 16} == {16: 13, 17: 13}
+
+
 def test_top_up_shares_evenly_within_each_room() -> None:
     assert top_up(30, [15, 15]) == [15, 15]
     assert top_up(5, [3, 10]) == [3, 2]
