@@ -7,7 +7,8 @@ and then open new shards numbered after them. A shard is topped up only while it
 at least half of `shard_size`: a topped-up shard's tasks run again over all its documents
 (the cached ones cost little each, but a shard of 1,563 costs seconds per stage), so the
 sliver of room that a growing capacity gives full shards (16 files each when 100,000 files
-become 101,000 in 64 shards) would double the cost of each stage of a run adding 1%. The capacity is `shard_size`, or more when the corpus has
+become 101,000 in 64 shards) would double the cost of each stage of a run adding 1%.
+The capacity is `shard_size`, or more when the corpus has
 more than `max_shards` shards' worth of files: every shard task costs Prefect a few
 milliseconds even when it is Cached, so a large corpus gets fewer, larger shards. New
 shards share the new files evenly, and come in a multiple of the run's workers as long as each

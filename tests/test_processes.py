@@ -2,7 +2,6 @@
 each step once per process, report their task runs to the run's server and move the bars per batch."""
 from __future__ import annotations
 
-import json
 import multiprocessing
 import os
 import re
@@ -17,7 +16,7 @@ import pytest
 
 from bench.synth import generate
 from conftest import CONFIG, shared_path
-from flowkit import Recorder, install_plugin, jsonl_lines, set_option, task_run_states
+from flowkit import Recorder, install_plugin, jsonl_lines, set_option, shards_of, task_run_states
 from textmill.flows.pipeline import textmill
 from textmill.flows.progress import set_listener
 from textmill.flows.runners import ShardProcessRunner, make_task_runner
@@ -85,13 +84,14 @@ def setup_log_step(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     )
 
 
-def config_with(tmp_path: Path, name: str, log: Path, shard_size: int) -> Path:
+def config_with(tmp_path: Path, name: str, log: Path, shard_size: int, step: str = "setuplog") -> Path:
+    """A copy of the default config with the logging `step` after clean, writing to `log`."""
     folder = tmp_path / name
     shutil.copytree(CONFIG.parent, folder, ignore=shutil.ignore_patterns("__pycache__", "__init__.py"))
     path = folder / "pipeline.toml"
     path.write_text(
-        path.read_text().replace('steps = ["clean", "dedupe"', 'steps = ["clean", "setuplog", "dedupe"')
-        + f'\n[steps.setuplog]\nlog = "{log}"\n'
+        path.read_text().replace('steps = ["clean", "dedupe"', f'steps = ["clean", "{step}", "dedupe"')
+        + f'\n[steps.{step}]\nlog = "{log}"\n'
     )
     set_option(path, "run", f"shard_size = {shard_size}")
     return path
@@ -205,18 +205,11 @@ def test_shard_tasks_are_submitted_largest_first(tmp_path: Path, monkeypatch: py
             text = " ".join(f"{prefix}{n}word{w}" for w in range(120 * words))
             (corpus / f"{prefix}{n}.txt").write_text(f"Document {prefix}{n}. {text}.\n")
     log = tmp_path / "order.log"
-    config = tmp_path / "config"
-    shutil.copytree(CONFIG.parent, config, ignore=shutil.ignore_patterns("__pycache__", "__init__.py"))
-    path = config / "pipeline.toml"
-    path.write_text(
-        path.read_text().replace('steps = ["clean", "dedupe"', 'steps = ["clean", "orderlog", "dedupe"')
-        + f'\n[steps.orderlog]\nlog = "{log}"\n'
-    )
-    set_option(path, "run", "shard_size = 2")
+    config = config_with(tmp_path, "config", log, 2, step="orderlog")
     out = tmp_path / "out"
-    textmill.with_options(task_runner=make_task_runner("threads", 1))(corpus=str(corpus), out=str(out), config=str(path))
+    textmill.with_options(task_runner=make_task_runner("threads", 1))(corpus=str(corpus), out=str(out), config=str(config))
 
-    shard_of = dict(json.loads((out / ".textmill" / "shards.json").read_text())["shards"])
+    shard_of = shards_of(out)
     assert len(set(shard_of.values())) == 4, shard_of
     ran = [shard_of[doc_id] for doc_id in log.read_text().split()]
     order = [n for i, n in enumerate(ran) if i == 0 or ran[i - 1] != n]
