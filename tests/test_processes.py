@@ -24,7 +24,7 @@ from textmill.flows.runners import ShardProcessRunner, make_task_runner
 pytestmark = pytest.mark.slow
 T = TypeVar("T")
 
-SETUP_LOG_STEP = '''
+LOG_STEPS = '''
 import os
 
 from pydantic import Field
@@ -32,8 +32,8 @@ from pydantic import Field
 from textmill.tasks.base import DocumentStep, StepOptions
 
 
-class SetupLogOptions(StepOptions):
-    log: str = Field(..., description="file that gets this process's id on every setup")
+class LogOptions(StepOptions):
+    log: str = Field(..., description="file the step writes its notes to")
 
 
 class SetupLog(DocumentStep):
@@ -41,7 +41,7 @@ class SetupLog(DocumentStep):
 
     name = "setuplog"
     version = "1"
-    Options = SetupLogOptions
+    Options = LogOptions
 
     def setup(self):
         with open(self.options.log, "a") as log:
@@ -49,17 +49,6 @@ class SetupLog(DocumentStep):
 
     def process(self, docs):
         return [self.stamp(d) for d in docs]
-'''
-
-
-ORDER_LOG_STEP = '''
-from pydantic import Field
-
-from textmill.tasks.base import DocumentStep, StepOptions
-
-
-class OrderLogOptions(StepOptions):
-    log: str = Field(..., description="file that gets the id of every document processed, in order")
 
 
 class OrderLog(DocumentStep):
@@ -67,7 +56,7 @@ class OrderLog(DocumentStep):
 
     name = "orderlog"
     version = "1"
-    Options = OrderLogOptions
+    Options = LogOptions
 
     def process(self, docs):
         with open(self.options.log, "a") as log:
@@ -77,10 +66,12 @@ class OrderLog(DocumentStep):
 
 
 @pytest.fixture
-def setup_log_step(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """A throwaway distribution with the `setuplog` step, on sys.path (worker processes inherit it)."""
+def log_steps(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A throwaway distribution with the `setuplog` and `orderlog` steps, on sys.path (worker
+    processes inherit it)."""
     return install_plugin(
-        monkeypatch, tmp_path / "site", "textmill_setuplog", SETUP_LOG_STEP, "setuplog = textmill_setuplog:SetupLog"
+        monkeypatch, tmp_path / "site", "textmill_logsteps", LOG_STEPS,
+        "setuplog = textmill_logsteps:SetupLog\norderlog = textmill_logsteps:OrderLog",
     )
 
 
@@ -125,7 +116,7 @@ def test_the_default_runner_is_worker_processes() -> None:
 
 
 def test_worker_processes_give_the_same_corpus_as_threads(
-    prefect_server: None, setup_log_step: Path, tmp_path: Path
+    prefect_server: None, log_steps: Path, tmp_path: Path
 ) -> None:
     """80 generated documents in shards of about 16 over two worker processes: the output is the
     thread runner's, each process sets each step up once, and every task run reaches the server."""
@@ -193,10 +184,9 @@ def test_progress_moves_per_batch_from_worker_processes(prefect_server: None, tm
     assert len(recorder.advances("read")) > 2, "files are reported as they are read"
 
 
-def test_shard_tasks_are_submitted_largest_first(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_shard_tasks_are_submitted_largest_first(log_steps: Path, tmp_path: Path) -> None:
     """With one task at a time, a stage's shards run in the order of their input bytes, largest
     first: on two or more workers the last tasks taken are then the short ones."""
-    install_plugin(monkeypatch, tmp_path / "site", "textmill_orderlog", ORDER_LOG_STEP, "orderlog = textmill_orderlog:OrderLog")
     corpus = tmp_path / "corpus"
     corpus.mkdir()
     sizes = {"a": 1, "b": 9, "c": 4, "d": 6}  # shards of two files each, in id order
