@@ -140,6 +140,9 @@ def run(
     check_database(cfg, publish)
     _, task_runner = chosen_task_runner(cfg, runner, dask_address, workers)
     if server is not None:
+        from textmill.flows.scan import scan_ahead
+
+        scan_ahead(corpus, out)  # discovery, while the server finishes booting (flows/scan.py)
         try:
             server.wait_until_ready()
         except Exception as exc:  # noqa: BLE001 - one line for the user, the traceback with --verbose
@@ -147,7 +150,7 @@ def run(
     flow = textmill.with_options(task_runner=task_runner)
     error: str | None = None
     try:
-        with progress:
+        with progress, flow_run_settings(temporary_server=server is not None):
             set_listener(progress)
             manifest = flow(corpus=str(corpus), out=str(out), config=str(cfg.path), publish=publish)
     except Exception as exc:  # noqa: BLE001 - with --verbose, Prefect's log of the flow run shows the traceback
@@ -311,6 +314,19 @@ def chosen_task_runner(cfg: Any, runner: str | None, dask_address: str | None, w
         return kind, make_task_runner(kind, workers or cfg.run.workers, dask_address or cfg.run.dask_address)
     except ConfigError as exc:
         fail(str(exc), code=2)
+
+
+def flow_run_settings(temporary_server: bool) -> Any:
+    """Prefect settings for the run's flow. Against the run's temporary server, no heartbeats:
+    they let a running server mark a flow run whose process died as crashed, but this server
+    stops with the run, and the flow's end waits up to a second for the heartbeat thread."""
+    from contextlib import nullcontext
+
+    from prefect.settings import PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settings
+
+    if not temporary_server:
+        return nullcontext()
+    return temporary_settings(updates={PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None})
 
 
 def fail(message: str, code: int = 1, trace: BaseException | None = None) -> NoReturn:

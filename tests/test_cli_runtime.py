@@ -129,6 +129,24 @@ def test_a_failing_step_prints_one_line_and_the_traceback_only_when_verbose(pref
     assert "error: wordcount failed on shard 0: RuntimeError: wordcount was told to fail" in verbose.stderr.splitlines()
 
 
+@pytest.mark.slow
+def test_an_ad_hoc_run_scans_while_its_server_starts_and_sends_no_heartbeats(tmp_path: Path) -> None:
+    """With its temporary Prefect server: discovery's scan is made while the server boots and
+    the flow takes it; the flow sends no heartbeats to a server that stops with the run."""
+    home = tmp_path / "home"
+    env = cli_env(PREFECT_HOME=str(home))
+    env.pop("PREFECT_API_URL", None)
+    run = textmill("run", str(SEEDS), "--out", str(tmp_path / "out"), "--config", str(CONFIG), "-v", env=env)
+    assert run.returncode == 0, run.stderr
+    assert "discover: 5 files hashed, 0 unchanged since the last scan (scanned while the Prefect server started)" in run.stderr
+    with closing(sqlite3.connect(home / "prefect.db")) as db:
+        states = db.execute("SELECT state_name FROM flow_run").fetchall()
+        events = [name for (name,) in db.execute("SELECT event FROM events WHERE event LIKE 'prefect.flow-run.%'")]
+    assert states == [("Completed",)]
+    assert "prefect.flow-run.Running" in events
+    assert "prefect.flow-run.heartbeat" not in events, events
+
+
 # --- Ctrl-C -----------------------------------------------------------------------------------
 
 

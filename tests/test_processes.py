@@ -75,13 +75,18 @@ def log_steps(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     )
 
 
-def config_with(tmp_path: Path, name: str, log: Path, shard_size: int, step: str = "setuplog") -> Path:
-    """A copy of the default config with the logging `step` after clean, writing to `log`."""
+def config_with(
+    tmp_path: Path, name: str, log: Path, shard_size: int, step: str = "setuplog", after: str = "clean"
+) -> Path:
+    """A copy of the default config with the logging `step` after step `after` (clean or dedupe),
+    writing to `log`."""
     folder = tmp_path / name
     shutil.copytree(CONFIG.parent, folder, ignore=shutil.ignore_patterns("__pycache__", "__init__.py"))
     path = folder / "pipeline.toml"
+    steps = ["clean", "dedupe"]
+    steps.insert(steps.index(after) + 1, step)
     path.write_text(
-        path.read_text().replace('steps = ["clean", "dedupe"', f'steps = ["clean", "{step}", "dedupe"')
+        path.read_text().replace('steps = ["clean", "dedupe"', "steps = [" + ", ".join(f'"{s}"' for s in steps))
         + f'\n[steps.{step}]\nlog = "{log}"\n'
     )
     set_option(path, "run", f"shard_size = {shard_size}")
@@ -207,3 +212,40 @@ def test_shard_tasks_are_submitted_largest_first(log_steps: Path, tmp_path: Path
     assert order == by_bytes, f"shards ran in {order}, largest first is {by_bytes}"
     assert [shard_of[f"{p}0.txt"] for p in "bdca"] == by_bytes
 
+
+
+@pytest.mark.parametrize("after", ["clean", "dedupe"])
+def test_an_incremental_run_submits_the_shards_with_the_most_changed_bytes_first(
+    log_steps: Path, tmp_path: Path, after: str
+) -> None:
+    """After a change, a shard's work is its bytes times the share of its documents the
+    previous step changed (a document step, or a corpus step's summaries and decisions): a
+    new shard goes before a larger old one with one edited document of two."""
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+
+    def write(name: str, words: int) -> None:
+        text = " ".join(f"{name}word{w}" for w in range(120 * words))
+        (corpus / f"{name}.txt").write_text(f"Document {name}. {text}.\n")
+
+    for prefix, words in {"a": 1, "b": 9, "c": 4, "d": 6}.items():
+        for n in range(2):
+            write(f"{prefix}{n}", words)
+    log = tmp_path / "order.log"
+    config = config_with(tmp_path, "config", log, 2, step="orderlog", after=after)
+    out = tmp_path / "out"
+    flow = textmill.with_options(task_runner=make_task_runner("threads", 1))
+    flow(corpus=str(corpus), out=str(out), config=str(config))
+
+    log.unlink()
+    with open(corpus / "b1.txt", "a") as fh:
+        fh.write("A correction.\n")
+    for n in range(2):
+        write(f"e{n}", 6)
+    flow(corpus=str(corpus), out=str(out), config=str(config))
+
+    ran = log.read_text().split()
+    assert sorted(ran) == ["b1.txt", "e0.txt", "e1.txt"], ran
+    shard_of = shards_of(out)
+    assert shard_of["b1.txt"] not in {shard_of["e0.txt"], shard_of["e1.txt"]}
+    assert ran[-1] == "b1.txt", f"the old shard (9 units, half changed) ran before the new one (6 units): {ran}"
