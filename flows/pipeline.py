@@ -448,20 +448,22 @@ class Runner:
         shard_done(stage, 0, total)
         progress.finish(stage)
 
-    def heaviest_first(self, shards: Sequence[int]) -> list[int]:
+    def heaviest_first(self, shards: Sequence[int], whole_shards: bool = False) -> list[int]:
         """`shards` in the order their tasks are submitted, most work first, so the last tasks
         a worker takes are short ones and the workers finish together.
 
         A shard's work is the bytes of its input files times the share of its documents the
-        previous stage changed (all of them before the first stage). On BBC's cold run that is
-        the bytes, 0.67 to 1.11 MB a shard (in shard order one worker idled for 5 s at the end
-        of the entities stage); in a run that adds 1% to 100,000 documents, it puts the two new
-        shards before an old one with a single changed duplicate decision (first by bytes, it
-        kept one worker loading the language models for one document while a new shard
-        waited). Shards the previous stage left unchanged follow by bytes."""
+        previous stage changed (all of them before the first stage), or all its bytes once
+        any document changed for a stage that rewrites `whole_shards` (publish). On BBC's cold
+        run that is the bytes, 0.67 to 1.11 MB a shard (in shard order one worker idled for
+        5 s at the end of the entities stage). In a run that adds 1% to 100,000 documents, it
+        puts the two new shards before an old one with a single changed duplicate decision
+        (first by bytes, a worker spent its language model load on that one document while a
+        new shard waited). Shards the previous stage left unchanged follow by bytes."""
 
         def work(n: int) -> float:
-            return self.weights.get(n, 0) * self.changed.get(n, 1.0)
+            share = self.changed.get(n, 1.0)
+            return self.weights.get(n, 0) * (float(share > 0) if whole_shards else share)
 
         return sorted(shards, key=lambda n: (-work(n), -self.weights.get(n, 0), n))
 
@@ -470,7 +472,12 @@ class Runner:
         self.changed[shard_no] = min(1.0, changed / max(1, documents))
 
     def map_shards(
-        self, stage: str, submit: Callable[[int], PrefectFuture], shards: Sequence[int], sizes: dict[int, int]
+        self,
+        stage: str,
+        submit: Callable[[int], PrefectFuture],
+        shards: Sequence[int],
+        sizes: dict[int, int],
+        whole_shards: bool = False,
     ) -> dict[int, ShardOutcome]:
         """Submit one task per shard (`heaviest_first`), resolve every future, then fail with
         the first failure.
@@ -481,7 +488,7 @@ class Runner:
         progress = listener()
         progress.start(stage, sum(sizes.values()))
         started = time.perf_counter()
-        futures = {submit(n): n for n in self.heaviest_first(shards)}
+        futures = {submit(n): n for n in self.heaviest_first(shards, whole_shards)}
         results: dict[int, ShardOutcome] = {}
         failures: list[tuple[int, BaseException]] = []
         for future in as_completed(list(futures)):
@@ -633,6 +640,7 @@ def publish_shards(
         submit,
         shards,
         {n: refs[n].count for n in shards},
+        whole_shards=True,
     )
     started = time.perf_counter()
     with failing_as("publish failed"), in_this_process():

@@ -17,9 +17,12 @@ import pytest
 from bench.synth import generate
 from conftest import CONFIG, shared_path
 from flowkit import Recorder, install_plugin, jsonl_lines, set_option, shards_of, task_run_states
-from textmill.flows.pipeline import textmill
+from textmill.flows.config import RunSection
+from textmill.flows.gc import RunRecord
+from textmill.flows.pipeline import Runner, textmill
 from textmill.flows.progress import set_listener
 from textmill.flows.runners import ShardProcessRunner, make_task_runner
+from textmill.flows.shard import Paths
 
 pytestmark = pytest.mark.slow
 T = TypeVar("T")
@@ -249,3 +252,13 @@ def test_an_incremental_run_submits_the_shards_with_the_most_changed_bytes_first
     shard_of = shards_of(out)
     assert shard_of["b1.txt"] not in {shard_of["e0.txt"], shard_of["e1.txt"]}
     assert ran[-1] == "b1.txt", f"the old shard (9 units, half changed) ran before the new one (6 units): {ran}"
+
+
+def test_a_publish_weighs_every_byte_of_a_shard_with_any_change() -> None:
+    """Document stages weigh the changed share; publish rewrites a changed shard whole."""
+    runner = Runner(
+        Paths(corpus="corpus", out="out"), RunSection(), {}, RunRecord(run_id="run"),
+        weights={0: 1000, 1: 300, 2: 200, 3: 900}, changed={0: 0.01, 1: 1.0, 2: 1.0, 3: 0.0},
+    )
+    assert runner.heaviest_first([0, 1, 2, 3]) == [1, 2, 0, 3]
+    assert runner.heaviest_first([0, 1, 2, 3], whole_shards=True) == [0, 1, 2, 3]
