@@ -251,6 +251,14 @@ def plot(points: list[dict[str, Any]], path: Path) -> None:
     plt.close(fig)
 
 
+def plot_path(results: Path, plot: Path | None) -> Path:
+    """The plot of the results in `results`: the documented one only for the project's results,
+    so a run kept apart (`--results /tmp/...`) leaves docs/ alone."""
+    if plot is not None:
+        return plot
+    return REPO / "docs" / "bench-scale.png" if results == DEFAULT_RESULTS else results / "bench-scale.png"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--source", type=Path, default=REPO.parent / "shared" / "corpora" / "bbc")
@@ -265,8 +273,12 @@ def main() -> None:
         help="with --server postgres: the PostgreSQL server (libpq DSN) to create the Prefect database on",
     )
     parser.add_argument("--results", type=Path, default=DEFAULT_RESULTS)
-    parser.add_argument("--plot", type=Path, default=REPO / "docs" / "bench-scale.png")
+    parser.add_argument(
+        "--plot", type=Path, default=None,
+        help="where the growth plot goes [default: docs/bench-scale.png, or beside --results when given]",
+    )
     args = parser.parse_args()
+    args.plot = plot_path(args.results, args.plot)
     steps = tuple(s.strip() for s in args.steps.split(",") if s.strip())
     work = args.work or Path(os.environ.get("TMPDIR", "/tmp")) / "textmill-scale"
     work.mkdir(parents=True, exist_ok=True)

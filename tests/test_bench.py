@@ -126,3 +126,12 @@ def test_a_new_prefect_home_gets_its_database_before_anything_is_measured(tmp_pa
     assert sorted(p.name for p in tmp_path.iterdir()) == ["prefect-home", "runs.log"]
     assert f"({setup.wall_s:.1f} s wall)" in prefect_home_note(setup.to_dict())
     assert prefect_home_note(None) == ""
+
+
+def test_a_scale_run_kept_apart_plots_beside_its_results(tmp_path: Path) -> None:
+    from bench.common import DEFAULT_RESULTS, REPO
+    from bench.scale import plot_path
+
+    assert plot_path(tmp_path, None) == tmp_path / "bench-scale.png"
+    assert plot_path(DEFAULT_RESULTS, None) == REPO / "docs" / "bench-scale.png"
+    assert plot_path(tmp_path, tmp_path / "mine.png") == tmp_path / "mine.png"
