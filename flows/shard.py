@@ -599,6 +599,7 @@ def finish_publish(
             unchanged=sum(s["count"] for n, s in current.items() if n not in published),
             scratch=scratch,
             ids=ids,
+            records=sum(state["count"] for state in current.values()),
         )
         done = sink.finish(info, out_dir, run)
         files, changes = done.files, done.changes

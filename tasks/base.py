@@ -249,7 +249,8 @@ class ShardInfo:
 class FinishInfo:
     """What `finish` learns after every shard: the current shards, `published`, the reports of
     those written in this run (keyed by shard number; the others were unchanged and skipped),
-    the number of records in skipped shards, and every current record id, streamed."""
+    the number of records in skipped shards, every current record id, streamed, and how many
+    there are (`records`; None when unknown)."""
 
     shards: list[int]
     keys: dict[int, str]
@@ -257,6 +258,7 @@ class FinishInfo:
     unchanged: int
     scratch: Path
     ids: Callable[[], Iterator[str]]
+    records: int | None = None
 
 
 class SinkStep(Step):

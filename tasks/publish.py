@@ -104,7 +104,7 @@ class Publisher(SinkStep):
             if fmt in PART_SINKS:
                 remove_stale_parts(out_dir, fmt, set(info.shards))
             elif fmt == "sqlite":
-                totals.update(SqliteStore(out_dir, run).finish(info.scratch, info.keys, info.ids()))
+                totals.update(SqliteStore(out_dir, run).finish(info.scratch, info.keys, info.ids, info.records))
                 files.append(SQLITE_FILE)
                 changes[fmt] = totals
             elif fmt == "postgres":

@@ -15,7 +15,7 @@ import json
 import os
 import re
 import sqlite3
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import closing
 from datetime import datetime, timezone
 from pathlib import Path
@@ -228,6 +228,7 @@ CREATE TRIGGER documents_fts_update AFTER UPDATE OF text ON documents BEGIN
     INSERT INTO documents_fts(rowid, text) VALUES (new.rowid, new.text);
 END;
 """
+CLUSTER_COLUMN = DOCUMENT_COLUMNS.index("cluster")
 RUN_COLUMNS = (
     "run_id", "run_name", "published_at", "config_digest", "documents", "ok", "duplicate", "rejected", "content_digest",
 )
@@ -314,9 +315,12 @@ class SqliteStore:
         self.target = out_dir / SQLITE_FILE
         self.run = run or RunInfo()
 
-    def finish(self, scratch: Path, keys: dict[int, str], ids: Iterator[str]) -> dict[str, int]:
+    def finish(
+        self, scratch: Path, keys: dict[int, str], ids: Callable[[], Iterator[str]], records: int | None = None
+    ) -> dict[str, int]:
         """Apply the deltas of the current shards (`keys`: shard -> key), delete rows of ids not
-        in `ids`; returns the rows deleted. Deltas of other shards or keys are discarded."""
+        among `ids()` (`records` of them, when known); returns the rows deleted. Deltas of other
+        shards or keys are discarded."""
         wanted = {scratch / f"sqlite-{n:05d}-{key[:16]}.sqlite" for n, key in keys.items()}
         found = sorted(scratch.glob("sqlite-*.sqlite")) if scratch.is_dir() else []
         deltas = [p for p in found if p in wanted]
@@ -326,7 +330,7 @@ class SqliteStore:
             existing.close()
         path = temp_beside(self.target) if fresh else self.target
         try:
-            deleted = self.apply(path, fresh, deltas, ids)
+            deleted = self.apply(path, fresh, deltas, ids, records)
             if fresh:
                 os.replace(path, self.target)
         except BaseException:
@@ -337,7 +341,17 @@ class SqliteStore:
             delta.unlink(missing_ok=True)
         return {"deleted": deleted}
 
-    def apply(self, path: Path, fresh: bool, deltas: list[Path], ids: Iterator[str]) -> int:
+    def apply(
+        self, path: Path, fresh: bool, deltas: list[Path], ids: Callable[[], Iterator[str]], records: int | None = None
+    ) -> int:
+        """One transaction: the deltas' upserts, the deletions, the clusters they touch, a run row.
+
+        Its cost follows the change. The current ids are listed (every record of every shard)
+        only when the table holds more rows than the corpus has records (`records`): every
+        current record has its row (a shard's rows are applied before its publish counts as
+        done), so equal counts mean nothing to delete. Clusters are recomputed for the cluster
+        ids the changed and deleted rows had or have, through the `cluster` index.
+        """
         db = sqlite3.connect(path, isolation_level=None)
         try:
             if fresh:
@@ -347,6 +361,8 @@ class SqliteStore:
             changed = fresh
             if fresh:
                 self.carry_runs(db)
+            db.execute("CREATE TEMP TABLE touched (id TEXT PRIMARY KEY)")
+            touch = "INSERT OR IGNORE INTO temp.touched"
             updates = ", ".join(f"{c} = excluded.{c}" for c in DOCUMENT_COLUMNS if c != "id")
             upsert = f"INSERT INTO documents VALUES ({', '.join('?' * len(DOCUMENT_COLUMNS))}) ON CONFLICT (id) DO UPDATE SET {updates}"
             for delta in deltas:
@@ -355,20 +371,29 @@ class SqliteStore:
                     entities = source.execute("SELECT * FROM entities").fetchall()
                 if rows:
                     changed = True
+                    db.executemany(
+                        f"{touch} SELECT cluster FROM documents WHERE id = ? AND cluster IS NOT NULL",
+                        ((row[0],) for row in rows),
+                    )
+                    db.executemany(f"{touch} VALUES (?)", ((row[CLUSTER_COLUMN],) for row in rows if row[CLUSTER_COLUMN]))
                     db.executemany("DELETE FROM entities WHERE doc_id = ?", ((row[0],) for row in rows))
                     db.executemany(upsert, rows)
                     db.executemany("INSERT INTO entities VALUES (?, ?, ?, ?, ?, ?)", entities)
-            db.execute("CREATE TEMP TABLE current (id TEXT PRIMARY KEY)")
-            db.executemany("INSERT OR IGNORE INTO temp.current VALUES (?)", ((i,) for i in ids))
-            gone = "SELECT id FROM documents WHERE id NOT IN (SELECT id FROM temp.current)"
-            db.execute(f"DELETE FROM entities WHERE doc_id IN ({gone})")
-            deleted = db.execute(f"DELETE FROM documents WHERE id IN ({gone})").rowcount
+            deleted = 0
+            if records is None or db.execute("SELECT count(*) FROM documents").fetchone()[0] != records:
+                db.execute("CREATE TEMP TABLE current (id TEXT PRIMARY KEY)")
+                db.executemany("INSERT OR IGNORE INTO temp.current VALUES (?)", ((i,) for i in ids()))
+                gone = "SELECT id FROM documents WHERE id NOT IN (SELECT id FROM temp.current)"
+                db.execute(f"{touch} SELECT cluster FROM documents WHERE id IN ({gone}) AND cluster IS NOT NULL")
+                db.execute(f"DELETE FROM entities WHERE doc_id IN ({gone})")
+                deleted = db.execute(f"DELETE FROM documents WHERE id IN ({gone})").rowcount
             changed = changed or deleted > 0
             if changed:
-                db.execute("DELETE FROM clusters")
+                db.execute("DELETE FROM clusters WHERE id IN (SELECT id FROM temp.touched)")
                 db.execute(
                     "INSERT INTO clusters SELECT cluster, coalesce(min(id) FILTER (WHERE duplicate_of IS NULL), cluster),"
-                    " count(*) FROM documents WHERE cluster IS NOT NULL GROUP BY cluster HAVING count(*) > 1"
+                    " count(*) FROM documents WHERE cluster IN (SELECT id FROM temp.touched)"
+                    " GROUP BY cluster HAVING count(*) > 1"
                 )
                 self.record_run(db)
                 db.execute("COMMIT")

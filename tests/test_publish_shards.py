@@ -133,3 +133,60 @@ def test_the_dataset_reads_as_one_table_with_the_records_and_a_warm_run_reads_no
     assert computed(warm)["publish"] == 0 and warm["steps"]["publish"]["cached"] == 5
     assert warm["counts"] == {"duplicate": 2, "ok": 3}
     assert published_files(out) == before
+
+
+def clusters_as_built(out: Path) -> tuple[set[tuple], set[tuple]]:
+    """`textmill.sqlite`'s clusters table, and the same table computed from its documents."""
+    with sqlite3.connect(out / "textmill.sqlite") as db:
+        table = set(db.execute("SELECT id, canonical, size FROM clusters"))
+        computed_now = set(db.execute(
+            "SELECT cluster, coalesce(min(id) FILTER (WHERE duplicate_of IS NULL), cluster), count(*) FROM documents"
+            " WHERE cluster IS NOT NULL GROUP BY cluster HAVING count(*) > 1"
+        ))
+    return table, computed_now
+
+
+def test_clusters_follow_additions_edits_and_deletions_in_place(
+    prefect_server: None, seeds_copy: Path, config: Path, tmp_path: Path
+) -> None:
+    """The clusters table is refreshed for the clusters the changed and deleted rows touch; after
+    each run it equals the table computed from every document."""
+    out = tmp_path / "out"
+    names = sorted(p.name for p in seeds_copy.iterdir())
+    run_flow(seeds_copy, out, config, workers=1)
+    table, expected = clusters_as_built(out)
+    assert table == expected and len(table) == 1, table
+    canonical = next(iter(table))[1]
+
+    # The canonical member goes and a copy of another seed arrives in the same run.
+    (seeds_copy / canonical).unlink()
+    (seeds_copy / "005_copy.txt").write_bytes((seeds_copy / names[2]).read_bytes())
+    manifest = run_flow(seeds_copy, out, config, workers=1)
+    assert manifest["published"]["sqlite"]["deleted"] == 1
+    table, expected = clusters_as_built(out)
+    assert table == expected, (table, expected)
+    assert len(table) == 2 and canonical not in {name for row in table for name in row[:2]}, table
+    assert canonical not in sqlite_rows(out)
+
+    # Only an addition: no row to delete, a new cluster.
+    (seeds_copy / "006_copy.txt").write_bytes((seeds_copy / names[3]).read_bytes())
+    manifest = run_flow(seeds_copy, out, config, workers=1)
+    assert manifest["published"]["sqlite"]["deleted"] == 0
+    table, expected = clusters_as_built(out)
+    assert table == expected and len(table) == 3, (table, expected)
+
+    # A longer version of a clustered seed: it becomes the canonical member, the cluster is
+    # renamed after it, and no row is deleted.
+    longer = (seeds_copy / names[3]).read_text() + "\nA further paragraph on what officials said the next morning.\n"
+    (seeds_copy / "007_longer.txt").write_text(longer)
+    manifest = run_flow(seeds_copy, out, config, workers=1)
+    assert manifest["published"]["sqlite"]["deleted"] == 0
+    table, expected = clusters_as_built(out)
+    assert table == expected and ("007_longer.txt", "007_longer.txt", 3) in table, (table, expected)
+
+    # A deletion that leaves a cluster of one: its row goes.
+    (seeds_copy / "005_copy.txt").unlink()
+    run_flow(seeds_copy, out, config, workers=1)
+    table, expected = clusters_as_built(out)
+    assert table == expected and len(table) == 2, (table, expected)
+    assert set(sqlite_rows(out)) == {p.name for p in seeds_copy.iterdir()}
