@@ -114,12 +114,11 @@ def publish_cache_key(context: TaskRunContext, parameters: dict[str, Any]) -> st
     return None if token is None else digest([context.task.name, token])
 
 
-def republish_cache_key(context: TaskRunContext, parameters: dict[str, Any]) -> str | None:
+def republish_cache_key(context: TaskRunContext, parameters: dict[str, Any]) -> str:
     """Key a publish shard task that must run (a changed, forced or damaged shard) by the
     publish key its shard has once written, so the next run finds it Cached; the task runs with
     `refresh_cache`, replacing whatever an earlier run cached under that key."""
-    token = shard.publish_record_token(parameters["step"], parameters["shard_no"], parameters["refs"])
-    return None if token is None else digest([context.task.name, token])
+    return digest([context.task.name, shard.publish_record_token(parameters["step"], parameters["shard_no"], parameters["refs"])])
 
 
 def unquoted(value: Any) -> Any:
@@ -623,15 +622,18 @@ def publish_shards(
 ) -> shard.PublishOutcome:
     """One publish task per shard, in parallel, then one that finishes the publish; the stage's
     seconds cover both. Every shard is published again when the last finished publish's shared
-    files (`textmill.sqlite`) were changed since."""
+    files (`textmill.sqlite`) were changed since; a shard a database does not hold under its
+    current key, when the sink writes to one."""
     paths = runner.paths
-    force = shard.publish_forced(paths)
+    forced = shard.publish_forced(paths)
+    stale = shard.stale_in_store(sink, refs)
     publish = runner.configure(publish_shard_task, "publish-{shard_no}", "publish", key=publish_cache_key)
     republish = runner.configure(
         publish_shard_task, "publish-{shard_no}", "publish", key=republish_cache_key
     ).with_options(refresh_cache=True)
 
     def submit(n: int) -> PrefectFuture:
+        force = forced or n in stale
         keyed = shard.publish_cache_token(paths, sink, n, refs[n], force) is not None  # unchanged, or first
         return (publish if keyed else republish).submit(paths, sink, n, refs[n], run, force)
 

@@ -22,7 +22,9 @@ from textmill.flows.progress import no_progress
 from textmill.flows.report import CorpusStats, StatsCollector
 from textmill.flows.store import Packs, Store, read_jsonl_gz, write_jsonl_gz
 from textmill.tasks.atomic import write_atomic
-from textmill.tasks.base import CorpusStep, DocumentStep, FinishInfo, PublishReport, RunInfo, ShardInfo, SinkStep, Step
+from textmill.tasks.base import (
+    FINISH_KEY_NAME, CorpusStep, DocumentStep, FinishInfo, PublishReport, RunInfo, ShardInfo, SinkStep, Step, shard_key_name,
+)
 from textmill.tasks.bundle import read_summaries, write_bundle
 from textmill.tasks.encoding import DETECTOR, DETECTOR_VERSION
 from textmill.tasks.read import READER_VERSION, SourceFile, read_source
@@ -460,12 +462,27 @@ def publish_forced(paths: Paths) -> bool:
     return finished is None or not files_intact(Path(paths.out), finished["files"])
 
 
-def publish_record_token(spec: StepSpec | None, shard_no: int, refs: RefList) -> str | None:
-    """What a publish shard task's result is cached under once it has run: its publish key, or
-    None for a sink that writes to a database (only the database can tell what it holds)."""
+def external_sink(spec: StepSpec | None) -> SinkStep | None:
+    """The sink of `spec` when it is sharded and also writes outside the output folder."""
     sink = step_for(spec) if spec is not None else None
     if isinstance(sink, SinkStep) and sink.sharded() and sink.outputs_external():
-        return None
+        return sink
+    return None
+
+
+def stale_in_store(spec: StepSpec | None, refs: dict[int, RefList]) -> set[int]:
+    """Shards an external store (a database) does not hold as they are now: its recorded key
+    for the shard differs from the shard's publish key. They must be published again even
+    when the files say otherwise; one query per run."""
+    sink = external_sink(spec)
+    if sink is None:
+        return set()
+    recorded = sink.published_keys()
+    return {n for n, shard_refs in refs.items() if recorded.get(shard_key_name(n)) != publish_key(spec, n, shard_refs)}
+
+
+def publish_record_token(spec: StepSpec | None, shard_no: int, refs: RefList) -> str:
+    """What a publish shard task's result is cached under once it has run: its publish key."""
     return publish_key(spec, shard_no, refs)
 
 
@@ -473,11 +490,9 @@ def publish_cache_token(paths: Paths, spec: StepSpec | None, shard_no: int, refs
     """What keys a publish shard task in Prefect's cache, so an unchanged shard shows as Cached:
     its publish key when the shard's last publish state has that key and its files are intact
     (or there is no state yet: a first publish); None, run it, otherwise: a changed shard (a
-    result cached under its key may describe files since overwritten), forced, or written to a
-    database, which only the database can check."""
+    result cached under its key may describe files since overwritten), or forced (which
+    includes a shard an external store does not hold: `stale_in_store`)."""
     key = publish_record_token(spec, shard_no, refs)
-    if key is None:
-        return None
     state = read_state(paths.publish_state / f"shard-{shard_no}.json")
     if state is None:
         return key
@@ -505,8 +520,9 @@ def publish_shard(
 
     Skipped (every document `cached`) when the shard's records, the sink's fingerprint and the
     shard layout are those of its last publish and the files that publish wrote are unchanged
-    on disk: a warm run reads no record. A sink that also writes outside the output folder
-    (a database) is never skipped; only the database knows what it holds. Without a sink, or
+    on disk: a warm run reads no record. For a sink that also writes outside the output folder
+    (a database), the flow passes `force` when that store does not hold the shard under its
+    key (`stale_in_store`). Without a sink, or
     with one that publishes the whole corpus at once, only the statistics are gathered here.
     The shard's state (`publish/shard-N.json`) is written last, once its outputs are complete;
     it names the shard's references by their key (the list stays in the pack).
@@ -517,8 +533,7 @@ def publish_shard(
     previous = read_state(state_path)
     sink = step_for(spec) if spec is not None else None
     sharded = isinstance(sink, SinkStep) and sink.sharded()
-    external = sharded and isinstance(sink, SinkStep) and sink.outputs_external()
-    if previous and previous["key"] == key and not force and not external and files_intact(out_dir, previous["files"]):
+    if previous and previous["key"] == key and not force and files_intact(out_dir, previous["files"]):
         report(refs.count)
         return ShardResult(refs=[], cached=refs.count)
 
@@ -556,7 +571,8 @@ def finish_publish(
     once, its `publish` over every record in id order), the merged statistics, and the state.
 
     When no shard was published in this run, the shard layout is the same and the files the
-    last finish wrote are intact, nothing is done: the statistics come from the last finish.
+    last finish wrote are intact (and an external store recorded this finish's key), nothing is
+    done: the statistics come from the last finish.
     States of shards that no longer exist are removed after the sink removed their outputs.
     """
     out_dir = Path(paths.out)
@@ -570,12 +586,14 @@ def finish_publish(
     finished_path = paths.publish_state / "finished.json"
     finished = read_state(finished_path)
     sink = step_for(spec) if spec is not None else None
-    external = isinstance(sink, SinkStep) and sink.outputs_external()
+    external = external_sink(spec)
     published = {n: state for n, state in current.items() if state["run_id"] == run.run_id}
     shard_files = sorted({name for state in current.values() for name in state["files"]})
     scratch = paths.publish_state / "pending"
     pending = scratch.is_dir() and any(scratch.iterdir())
-    unchanged = finished and finished["key"] == key and not published and not pending and not external
+    unchanged = finished and finished["key"] == key and not published and not pending
+    if unchanged and external is not None:
+        unchanged = external.published_keys().get(FINISH_KEY_NAME) == key
     if unchanged and files_intact(out_dir, finished["files"]):
         total = sum(state["count"] for state in current.values())
         report(total)
@@ -600,6 +618,7 @@ def finish_publish(
             scratch=scratch,
             ids=ids,
             records=sum(state["count"] for state in current.values()),
+            key=key,
         )
         done = sink.finish(info, out_dir, run)
         files, changes = done.files, done.changes

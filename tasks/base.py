@@ -249,8 +249,9 @@ class ShardInfo:
 class FinishInfo:
     """What `finish` learns after every shard: the current shards, `published`, the reports of
     those written in this run (keyed by shard number; the others were unchanged and skipped),
-    the number of records in skipped shards, every current record id, streamed, and how many
-    there are (`records`; None when unknown)."""
+    the number of records in skipped shards, every current record id, streamed, how many
+    there are (`records`; None when unknown), and the finish's own `key` (for an external store
+    to record; see `SinkStep.published_keys`)."""
 
     shards: list[int]
     keys: dict[int, str]
@@ -259,6 +260,15 @@ class FinishInfo:
     scratch: Path
     ids: Callable[[], Iterator[str]]
     records: int | None = None
+    key: str = ""
+
+
+FINISH_KEY_NAME = "finish"
+
+
+def shard_key_name(number: int) -> str:
+    """The name an external store records shard `number`'s publish key under."""
+    return f"shard-{number}"
 
 
 class SinkStep(Step):
@@ -277,9 +287,17 @@ class SinkStep(Step):
         return True
 
     def outputs_external(self) -> bool:
-        """Whether it also writes outside `out_dir` (a database), where file hashes can't tell
-        that a publish is already done, so the flow must not skip it."""
+        """Whether it also writes outside `out_dir` (a database), where file stats can't tell
+        that a publish is already done: the flow then skips a shard (or the finish) only when
+        `published_keys` says the store holds it under its current key."""
         return False
+
+    def published_keys(self) -> dict[str, str]:
+        """For a sink with external outputs: the publish keys its store recorded, each written
+        once what it stands for was complete there: `shard_key_name(n)` for shard n's
+        `ShardInfo.key`, `FINISH_KEY_NAME` for `FinishInfo.key`. Default none: every shard of
+        such a sink is published in every run."""
+        return {}
 
     @classmethod
     def sharded(cls) -> bool:

@@ -22,7 +22,7 @@ from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict
 from tenacity import Retrying, retry_if_exception, stop_after_attempt, wait_exponential_jitter
 
-from textmill.tasks.base import RunInfo
+from textmill.tasks.base import FINISH_KEY_NAME, RunInfo, shard_key_name
 from textmill.tasks.document import Document
 from textmill.tasks.secrets import redact
 from textmill.tasks.sinks import document_row, entity_rows, row_hash
@@ -102,8 +102,9 @@ def connection_problem(dsn: str, timeout: int = 5) -> str | None:
 
 class PostgresSink:
     """Publishes one shard's documents (`ids`) into one schema of a PostgreSQL database; see the
-    module docstring. Shards publish in parallel, each on its own connection; `finish` then
-    tombstones what left the corpus and records the run."""
+    module docstring. Shards publish in parallel, each on its own connection, and record the key
+    they were written under (`publish_keys`); `finish` then tombstones what left the corpus and
+    records the run."""
 
     files: list[str]
 
@@ -116,9 +117,11 @@ class PostgresSink:
         retries: int = 5,
         retry_delay: float = 0.5,
         ids: list[str] | None = None,
+        record_as: tuple[str, str] | None = None,
     ) -> None:
         self.dsn = dsn
         self.ids = ids
+        self.record_as = record_as
         self.schema = schema
         self.run = run
         self.batch_size = batch_size
@@ -168,16 +171,42 @@ class PostgresSink:
             self.existing[row["id"]] = (row["row_hash"], False)
 
     def commit(self) -> None:
-        """The last batch of this shard."""
+        """The last batch of this shard, then the key it was published under (`record_as`): only
+        once every row is in does the database say the shard is there."""
         self.flush()
+        if self.record_as is not None:
+            self._call(lambda conn: self._record_key(conn, *self.record_as))  # type: ignore[misc]
         self.close()
 
-    def finish(self, ids: Iterable[str], totals: dict[str, int]) -> int:
-        """After every shard, in one transaction: tombstones for live documents not in `ids`,
-        clusters, and the run record with `totals` (the shards' counts); returns the tombstones."""
-        current = set(ids)
+    def published_keys(self) -> dict[str, str]:
+        """The keys this schema recorded (`shard-N`, `finish`): what it holds, as last written."""
+        return self._call(lambda conn: dict(conn.execute("SELECT name, key FROM publish_keys").fetchall()))
+
+    def finish(
+        self,
+        ids: Callable[[], Iterable[str]],
+        totals: dict[str, int],
+        records: int | None = None,
+        shards: list[int] | None = None,
+        key: str = "",
+    ) -> int:
+        """After every shard, in one transaction: tombstones for live documents not among
+        `ids()`, clusters, the run record with `totals` (the shards' counts), the keys of shards
+        no longer in `shards` dropped and this finish's `key` recorded; returns the tombstones.
+
+        The ids are listed only when the schema holds more live rows than the corpus has
+        `records`: every current record has its live row (a shard's key is recorded after its
+        last row), so equal counts mean nothing left the corpus.
+        """
+        listed: list[set[str]] = []
+
+        def current() -> set[str]:
+            if not listed:
+                listed.append(set(ids()))
+            return listed[0]
+
         self.counts.update(totals)
-        self._call(lambda conn: self._finish(conn, current))
+        self._call(lambda conn: self._finish(conn, current, records, shards, key))
         self.close()
         log.info("published to PostgreSQL %s: %s", self.target, dict(self.counts))
         return self.counts["deleted"]
@@ -314,12 +343,33 @@ class PostgresSink:
             conn.execute("DELETE FROM entities WHERE doc_id = ANY(%s)", [ids])
             conn.execute("INSERT INTO entities SELECT * FROM staging_entities WHERE doc_id = ANY(%s)", [ids])
 
-    def _finish(self, conn: psycopg.Connection[Any], current: set[str]) -> None:
-        """Tombstone documents whose source is gone (live, not in `current`), refresh clusters,
-        record the run."""
+    def _record_key(self, conn: psycopg.Connection[Any], name: str, key: str) -> None:
         with conn.transaction():
-            live = conn.execute("SELECT id FROM documents WHERE deleted_at IS NULL").fetchall()
-            gone = sorted(doc_id for (doc_id,) in live if doc_id not in current)
+            conn.execute(
+                "INSERT INTO publish_keys (name, key) VALUES (%s, %s)"
+                " ON CONFLICT (name) DO UPDATE SET key = EXCLUDED.key, recorded_at = now()",
+                [name, key],
+            )
+
+    def _finish(
+        self,
+        conn: psycopg.Connection[Any],
+        current: Callable[[], set[str]],
+        records: int | None,
+        shards: list[int] | None,
+        key: str,
+    ) -> None:
+        """Tombstone documents whose source is gone (live, not in `current()`), refresh clusters,
+        record the run and the keys."""
+        with conn.transaction():
+            live = conn.execute("SELECT count(*) FROM documents WHERE deleted_at IS NULL").fetchone()
+            gone: list[str] = []
+            documents = records
+            if records is None or live is None or live[0] != records:
+                ids = current()
+                documents = len(ids)
+                alive = conn.execute("SELECT id FROM documents WHERE deleted_at IS NULL").fetchall()
+                gone = sorted(doc_id for (doc_id,) in alive if doc_id not in ids)
             self.counts["deleted"] = len(gone)
             conn.execute(
                 "UPDATE documents SET deleted_at = now(), updated_at = now(), run_id = %s"
@@ -338,6 +388,11 @@ class PostgresSink:
                 " ON CONFLICT (id) DO UPDATE SET canonical = EXCLUDED.canonical, size = EXCLUDED.size"
                 " WHERE (c.canonical, c.size) IS DISTINCT FROM (EXCLUDED.canonical, EXCLUDED.size)"
             )
+            if shards is not None:
+                kept = [shard_key_name(n) for n in shards]
+                conn.execute("DELETE FROM publish_keys WHERE name LIKE 'shard-%%' AND NOT (name = ANY(%s))", [kept])
+            if key:
+                self._record_key(conn, FINISH_KEY_NAME, key)
             changed = self.counts["inserted"] + self.counts["updated"] + self.counts["deleted"]
             first = conn.execute("SELECT NOT EXISTS (SELECT 1 FROM runs)").fetchone()
             if not changed and not (first and first[0]):
@@ -346,7 +401,7 @@ class PostgresSink:
                 "INSERT INTO runs (run_id, run_name, config_digest, documents, inserted, updated, unchanged, deleted)"
                 " VALUES (%s, %s, %s, %s, %s, %s, %s, %s) ON CONFLICT (run_id) DO NOTHING",
                 [
-                    self.run.run_id, self.run.run_name, self.run.config_digest, len(current),
+                    self.run.run_id, self.run.run_name, self.run.config_digest, documents,
                     self.counts["inserted"], self.counts["updated"], self.counts["unchanged"],
                     self.counts["deleted"],
                 ],

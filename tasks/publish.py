@@ -11,7 +11,7 @@ from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from textmill.tasks.base import FinishInfo, PublishReport, RunInfo, ShardInfo, SinkStep, StepOptions
+from textmill.tasks.base import FinishInfo, PublishReport, RunInfo, ShardInfo, SinkStep, StepOptions, shard_key_name
 from textmill.tasks.document import Document
 from textmill.tasks.secrets import has_password
 from textmill.tasks.sinks import PART_SINKS, SQLITE_FILE, Sink, SqliteDelta, SqliteStore, remove_stale_parts
@@ -75,6 +75,19 @@ class Publisher(SinkStep):
     def outputs_external(self) -> bool:
         return "postgres" in self.options.formats
 
+    def published_keys(self) -> dict[str, str]:
+        """The keys the PostgreSQL schema recorded (it is migrated first, so a new one has none)."""
+        if "postgres" not in self.options.formats:
+            return {}
+        from textmill.tasks.postgres import PostgresSink
+
+        sink = self.open_sink("postgres", Path("."), RunInfo())
+        assert isinstance(sink, PostgresSink)
+        try:
+            return sink.published_keys()
+        finally:
+            sink.close()
+
     def publish_shard(self, docs: Iterator[Document], shard: ShardInfo, out_dir: Path, run: RunInfo) -> PublishReport:
         out_dir.mkdir(parents=True, exist_ok=True)
         sinks: list[Sink] = []
@@ -112,7 +125,7 @@ class Publisher(SinkStep):
 
                 sink = self.open_sink(fmt, out_dir, run, None)
                 assert isinstance(sink, PostgresSink)
-                sink.finish(info.ids(), totals)
+                sink.finish(info.ids, totals, records=info.records, shards=info.shards, key=info.key)
                 changes[fmt] = sink.changes
         return PublishReport(files=files, changes=changes)
 
@@ -126,7 +139,7 @@ class Publisher(SinkStep):
             written = self.publish_shard(iter(records), shard, out_dir, run)
             info = FinishInfo(
                 shards=[0], keys={0: shard.key}, published={0: written}, unchanged=0,
-                scratch=Path(scratch), ids=lambda: iter(ids),
+                scratch=Path(scratch), ids=lambda: iter(ids), records=len(ids),
             )
             finished = self.finish(info, out_dir, run)
         return PublishReport(files=written.files + finished.files, changes=finished.changes)
@@ -146,6 +159,7 @@ class Publisher(SinkStep):
                 retries=opts.postgres_retries,
                 retry_delay=opts.postgres_retry_delay,
                 ids=shard.ids if shard is not None else [],
+                record_as=(shard_key_name(shard.number), shard.key) if shard is not None and shard.key else None,
             )
         shard = shard or ShardInfo(number=0, key="", ids=[], scratch=out_dir)
         if fmt == "sqlite":

@@ -121,7 +121,7 @@ def test_first_publish_creates_the_versioned_schema_and_all_rows(pg_dsn: str, sc
     assert len(tables["entities"]) == 12
     assert tables["clusters"] == [("d00.txt", "d00.txt", 2)]
     with psycopg.connect(pg_dsn) as conn:
-        assert conn.execute(f"SELECT version, name FROM {schema}.schema_migrations").fetchall() == [(1, "initial")]
+        assert conn.execute(f"SELECT version, name FROM {schema}.schema_migrations").fetchall() == [(1, "initial"), (2, "publish_keys")]
         assert conn.execute(f"SELECT run_id, documents, inserted FROM {schema}.runs").fetchall() == [("run-1", 6, 6)]
         meta = conn.execute(f"SELECT meta FROM {schema}.documents WHERE id = 'd03.txt'").fetchone()
     assert meta == ({"format": "txt"},)
@@ -286,6 +286,7 @@ def test_removed_file_is_tombstoned_by_the_next_run(
     run_flow(seeds_copy, out_dir, config)
     again = run_flow(seeds_copy, out_dir, config)
     assert again["published"]["postgres"] == {"inserted": 0, "updated": 0, "unchanged": 5, "deleted": 0}
+    assert again["steps"]["publish"]["computed"] == 0, "the schema holds every shard under its key: none is read"
     removed = sorted(seeds_copy.iterdir())[3]
     removed.unlink()
     manifest = run_flow(seeds_copy, out_dir, config)
@@ -384,7 +385,7 @@ def test_schema_newer_than_this_textmill_is_refused(pg_dsn: str, schema: str, tm
     publish(pg_dsn, schema, corpus(), tmp=tmp_path)
     with psycopg.connect(pg_dsn, autocommit=True) as conn:
         conn.execute(f"INSERT INTO {schema}.schema_migrations (version, name) VALUES (999, 'future')")
-    with pytest.raises(StoreError, match="version 999, newer than this textmill's 1"):
+    with pytest.raises(StoreError, match="version 999, newer than this textmill's 2"):
         publish(pg_dsn, schema, corpus(), tmp=tmp_path)
 
 
@@ -478,3 +479,60 @@ def test_bad_or_secret_bearing_dsns_are_refused_cleanly(dsn: str) -> None:
     with pytest.raises(ConfigError) as refused:
         build_step("publish", {"formats": ["postgres"], "postgres_dsn": dsn}, load_registry(), REPO / "config")
     assert "Hunter2" not in str(refused.value) and "Secret" not in str(refused.value)
+
+
+@pytest.mark.slow
+def test_a_schema_that_lost_its_rows_or_keys_is_published_again(
+    prefect_server: None, pg_dsn: str, schema: str, config_copy: Path, tmp_path: Path
+) -> None:
+    """Shards are skipped only while the schema holds them under their keys: a schema emptied
+    (a restored backup, a new database under the same name) gets every row back."""
+    postgres_config(config_copy, schema, batch_size=500)
+    out_dir = tmp_path / "out"
+    first = run_flow(SEEDS, out_dir, config_copy)
+    assert first["published"]["postgres"]["inserted"] == 5
+    before = rows(pg_dsn, schema)
+    with psycopg.connect(pg_dsn, autocommit=True) as conn:
+        conn.execute(f"TRUNCATE {schema}.documents, {schema}.entities, {schema}.clusters, {schema}.publish_keys")
+    again = run_flow(SEEDS, out_dir, config_copy)
+    assert again["published"]["postgres"] == {"inserted": 5, "updated": 0, "unchanged": 0, "deleted": 0}
+    assert again["steps"]["publish"]["computed"] == 5
+    assert rows(pg_dsn, schema) == before
+    with psycopg.connect(pg_dsn, autocommit=True) as conn:
+        conn.execute(f"DELETE FROM {schema}.publish_keys WHERE name = 'finish'")
+    finished = run_flow(SEEDS, out_dir, config_copy)
+    assert finished["steps"]["publish"]["computed"] == 0, "the shards are there: only the finish runs again"
+    with psycopg.connect(pg_dsn) as conn:
+        names = sorted(name for (name,) in conn.execute(f"SELECT name FROM {schema}.publish_keys"))
+    assert "finish" in names and all(n == "finish" or n.startswith("shard-") for n in names), names
+    assert rows(pg_dsn, schema) == before
+
+
+def test_finish_lists_the_corpus_only_when_rows_may_have_left_it(pg_dsn: str, schema: str, out: Path) -> None:
+    """Every current record has its live row, so as many live rows as records means nothing to
+    tombstone: the ids (every record of every shard) are not read."""
+    from textmill.tasks.postgres import PostgresSink
+
+    publish(pg_dsn, schema, corpus(), tmp=out)
+    listed: list[int] = []
+
+    def ids(docs: list[Document]) -> Any:
+        def listing() -> Any:
+            listed.append(len(docs))
+            return iter(d.id for d in docs)
+        return listing
+
+    zero = {"inserted": 0, "updated": 0, "unchanged": 6, "deleted": 0}
+    sink = publisher(pg_dsn, schema).open_sink("postgres", out, RunInfo(run_id="run-2"))
+    assert isinstance(sink, PostgresSink)
+    assert sink.finish(ids(corpus()), dict(zero), records=6) == 0
+    assert listed == []
+    sink = publisher(pg_dsn, schema).open_sink("postgres", out, RunInfo(run_id="run-3"))
+    assert isinstance(sink, PostgresSink)
+    assert sink.finish(ids(corpus(5)), dict(zero, unchanged=5), records=5) == 1
+    assert listed == [5]
+    with psycopg.connect(pg_dsn) as conn:
+        dead = conn.execute(f"SELECT id FROM {schema}.documents WHERE deleted_at IS NOT NULL").fetchall()
+        documents = conn.execute(f"SELECT documents, deleted FROM {schema}.runs WHERE run_id = 'run-3'").fetchall()
+    assert dead == [("d05.txt",)]
+    assert documents == [(5, 1)]
