@@ -229,6 +229,21 @@ CREATE TRIGGER documents_fts_update AFTER UPDATE OF text ON documents BEGIN
 END;
 """
 CLUSTER_COLUMN = DOCUMENT_COLUMNS.index("cluster")
+ROW_HASH_COLUMN = DOCUMENT_COLUMNS.index("row_hash")
+# The content digest is a sum of one number per row, so a publish updates it with the rows it
+# changes instead of reading every row; the sum is kept beside the runs (`digests`).
+DIGEST_MODULUS = 1 << 256
+DIGESTS_TABLE = "CREATE TABLE IF NOT EXISTS digests (name TEXT PRIMARY KEY, value TEXT NOT NULL)"
+
+
+def row_share(doc_id: str, digest: str) -> int:
+    """One row's share of `content_digest`: its id and row_hash, hashed to a 256-bit number."""
+    return int.from_bytes(hashlib.sha256(f"{doc_id}\0{digest}".encode()).digest(), "big")
+
+
+def content_sum(db: sqlite3.Connection) -> int:
+    """`content_digest` of every row, from scratch (one read of the table)."""
+    return sum(row_share(doc_id, digest) for doc_id, digest in db.execute("SELECT id, row_hash FROM documents")) % DIGEST_MODULUS
 RUN_COLUMNS = (
     "run_id", "run_name", "published_at", "config_digest", "documents", "ok", "duplicate", "rejected", "content_digest",
 )
@@ -329,8 +344,11 @@ class SqliteStore:
         if existing is not None:
             existing.close()
         path = temp_beside(self.target) if fresh else self.target
+        # Every shard published again (a first publish, a forced one after the file was changed
+        # by hand, an edit in every shard): the digest is summed anew, as the run read every row.
+        whole = len(deltas) == len(keys)
         try:
-            deleted = self.apply(path, fresh, deltas, ids, records)
+            deleted = self.apply(path, fresh, deltas, ids, records, whole)
             if fresh:
                 os.replace(path, self.target)
         except BaseException:
@@ -342,15 +360,25 @@ class SqliteStore:
         return {"deleted": deleted}
 
     def apply(
-        self, path: Path, fresh: bool, deltas: list[Path], ids: Callable[[], Iterator[str]], records: int | None = None
+        self,
+        path: Path,
+        fresh: bool,
+        deltas: list[Path],
+        ids: Callable[[], Iterator[str]],
+        records: int | None = None,
+        whole: bool = True,
     ) -> int:
-        """One transaction: the deltas' upserts, the deletions, the clusters they touch, a run row.
+        """One transaction: the deltas' upserts, the deletions, the clusters they touch, the
+        content digest, a run row.
 
         Its cost follows the change. The current ids are listed (every record of every shard)
         only when the table holds more rows than the corpus has records (`records`): every
         current record has its row (a shard's rows are applied before its publish counts as
         done), so equal counts mean nothing to delete. Clusters are recomputed for the cluster
-        ids the changed and deleted rows had or have, through the `cluster` index.
+        ids the changed and deleted rows had or have, through the `cluster` index. The content
+        digest (a sum over rows, kept in `digests`) moves by the shares of the rows replaced,
+        added and deleted; it is summed from every row when the file is new, has none yet, or
+        `whole` says every shard was published again.
         """
         db = sqlite3.connect(path, isolation_level=None)
         try:
@@ -361,8 +389,10 @@ class SqliteStore:
             changed = fresh
             if fresh:
                 self.carry_runs(db)
-            db.execute("CREATE TEMP TABLE touched (id TEXT PRIMARY KEY)")
-            touch = "INSERT OR IGNORE INTO temp.touched"
+            db.execute(DIGESTS_TABLE)
+            stored = db.execute("SELECT value FROM digests WHERE name = 'content'").fetchone()
+            shift = 0
+            touched: set[str] = set()
             updates = ", ".join(f"{c} = excluded.{c}" for c in DOCUMENT_COLUMNS if c != "id")
             upsert = f"INSERT INTO documents VALUES ({', '.join('?' * len(DOCUMENT_COLUMNS))}) ON CONFLICT (id) DO UPDATE SET {updates}"
             for delta in deltas:
@@ -371,11 +401,13 @@ class SqliteStore:
                     entities = source.execute("SELECT * FROM entities").fetchall()
                 if rows:
                     changed = True
-                    db.executemany(
-                        f"{touch} SELECT cluster FROM documents WHERE id = ? AND cluster IS NOT NULL",
-                        ((row[0],) for row in rows),
-                    )
-                    db.executemany(f"{touch} VALUES (?)", ((row[CLUSTER_COLUMN],) for row in rows if row[CLUSTER_COLUMN]))
+                    for row in rows:
+                        old = db.execute("SELECT cluster, row_hash FROM documents WHERE id = ?", (row[0],)).fetchone()
+                        if old is not None:
+                            touched.add(old[0])
+                            shift -= row_share(row[0], old[1])
+                        touched.add(row[CLUSTER_COLUMN])
+                        shift += row_share(row[0], row[ROW_HASH_COLUMN])
                     db.executemany("DELETE FROM entities WHERE doc_id = ?", ((row[0],) for row in rows))
                     db.executemany(upsert, rows)
                     db.executemany("INSERT INTO entities VALUES (?, ?, ?, ?, ?, ?)", entities)
@@ -384,18 +416,30 @@ class SqliteStore:
                 db.execute("CREATE TEMP TABLE current (id TEXT PRIMARY KEY)")
                 db.executemany("INSERT OR IGNORE INTO temp.current VALUES (?)", ((i,) for i in ids()))
                 gone = "SELECT id FROM documents WHERE id NOT IN (SELECT id FROM temp.current)"
-                db.execute(f"{touch} SELECT cluster FROM documents WHERE id IN ({gone}) AND cluster IS NOT NULL")
+                for doc_id, cluster, digest in db.execute(f"SELECT id, cluster, row_hash FROM documents WHERE id IN ({gone})").fetchall():
+                    touched.add(cluster)
+                    shift -= row_share(doc_id, digest)
                 db.execute(f"DELETE FROM entities WHERE doc_id IN ({gone})")
                 deleted = db.execute(f"DELETE FROM documents WHERE id IN ({gone})").rowcount
             changed = changed or deleted > 0
             if changed:
+                db.execute("CREATE TEMP TABLE touched (id TEXT PRIMARY KEY)")
+                db.executemany("INSERT INTO temp.touched VALUES (?)", ((c,) for c in touched if c is not None))
                 db.execute("DELETE FROM clusters WHERE id IN (SELECT id FROM temp.touched)")
                 db.execute(
                     "INSERT INTO clusters SELECT cluster, coalesce(min(id) FILTER (WHERE duplicate_of IS NULL), cluster),"
                     " count(*) FROM documents WHERE cluster IN (SELECT id FROM temp.touched)"
                     " GROUP BY cluster HAVING count(*) > 1"
                 )
-                self.record_run(db)
+                if fresh or whole or stored is None:
+                    total = content_sum(db)
+                else:
+                    total = (int(stored[0], 16) + shift) % DIGEST_MODULUS
+                db.execute(
+                    "INSERT INTO digests VALUES ('content', ?) ON CONFLICT (name) DO UPDATE SET value = excluded.value",
+                    (f"{total:064x}",),
+                )
+                self.record_run(db, f"{total:064x}")
                 db.execute("COMMIT")
             else:
                 db.execute("ROLLBACK")
@@ -418,12 +462,9 @@ class SqliteStore:
             return  # a damaged file, or one without runs: its history cannot be carried over
         db.executemany(f"INSERT INTO runs VALUES ({', '.join('?' * len(RUN_COLUMNS))})", previous)
 
-    def record_run(self, db: sqlite3.Connection) -> None:
-        """A `runs` row for this publish, unless the content equals that of the last run recorded."""
-        content = hashlib.sha256()
-        for doc_id, digest in db.execute("SELECT id, row_hash FROM documents ORDER BY id"):
-            content.update(f"{doc_id}\0{digest}\n".encode())
-        digest = content.hexdigest()
+    def record_run(self, db: sqlite3.Connection, digest: str) -> None:
+        """A `runs` row for this publish, unless the content (`digest`) equals that of the last
+        run recorded."""
         last = db.execute("SELECT content_digest FROM runs ORDER BY rowid DESC LIMIT 1").fetchone()
         if last == (digest,):
             return

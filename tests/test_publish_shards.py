@@ -146,15 +146,27 @@ def clusters_as_built(out: Path) -> tuple[set[tuple], set[tuple]]:
     return table, computed_now
 
 
+def digests_as_built(out: Path) -> tuple[str, str]:
+    """The last run's `content_digest` in `textmill.sqlite`, and the digest summed from every row."""
+    from textmill.tasks.sinks import content_sum
+
+    with sqlite3.connect(out / "textmill.sqlite") as db:
+        (recorded,) = db.execute("SELECT content_digest FROM runs ORDER BY rowid DESC LIMIT 1").fetchone()
+        return recorded, f"{content_sum(db):064x}"
+
+
 def test_clusters_follow_additions_edits_and_deletions_in_place(
     prefect_server: None, seeds_copy: Path, config: Path, tmp_path: Path
 ) -> None:
-    """The clusters table is refreshed for the clusters the changed and deleted rows touch; after
-    each run it equals the table computed from every document."""
+    """The clusters table is refreshed for the clusters the changed and deleted rows touch, and
+    the content digest moved by the rows changed; after each run both equal what is computed
+    from every document."""
     out = tmp_path / "out"
     names = sorted(p.name for p in seeds_copy.iterdir())
     run_flow(seeds_copy, out, config, workers=1)
     table, expected = clusters_as_built(out)
+    recorded, summed = digests_as_built(out)
+    assert recorded == summed
     assert table == expected and len(table) == 1, table
     canonical = next(iter(table))[1]
 
@@ -164,6 +176,8 @@ def test_clusters_follow_additions_edits_and_deletions_in_place(
     manifest = run_flow(seeds_copy, out, config, workers=1)
     assert manifest["published"]["sqlite"]["deleted"] == 1
     table, expected = clusters_as_built(out)
+    recorded, summed = digests_as_built(out)
+    assert recorded == summed
     assert table == expected, (table, expected)
     assert len(table) == 2 and canonical not in {name for row in table for name in row[:2]}, table
     assert canonical not in sqlite_rows(out)
@@ -173,6 +187,8 @@ def test_clusters_follow_additions_edits_and_deletions_in_place(
     manifest = run_flow(seeds_copy, out, config, workers=1)
     assert manifest["published"]["sqlite"]["deleted"] == 0
     table, expected = clusters_as_built(out)
+    recorded, summed = digests_as_built(out)
+    assert recorded == summed
     assert table == expected and len(table) == 3, (table, expected)
 
     # A longer version of a clustered seed: it becomes the canonical member, the cluster is
@@ -182,11 +198,15 @@ def test_clusters_follow_additions_edits_and_deletions_in_place(
     manifest = run_flow(seeds_copy, out, config, workers=1)
     assert manifest["published"]["sqlite"]["deleted"] == 0
     table, expected = clusters_as_built(out)
+    recorded, summed = digests_as_built(out)
+    assert recorded == summed
     assert table == expected and ("007_longer.txt", "007_longer.txt", 3) in table, (table, expected)
 
     # A deletion that leaves a cluster of one: its row goes.
     (seeds_copy / "005_copy.txt").unlink()
     run_flow(seeds_copy, out, config, workers=1)
     table, expected = clusters_as_built(out)
+    recorded, summed = digests_as_built(out)
+    assert recorded == summed
     assert table == expected and len(table) == 2, (table, expected)
     assert set(sqlite_rows(out)) == {p.name for p in seeds_copy.iterdir()}
