@@ -4,8 +4,8 @@ Without a configured server, `textmill run` needs one for the run's flow and tas
 would start one itself (`SubprocessASGIServer`) on its first API call, after Prefect is
 imported, the config loaded and the corpus found; and importing the class that starts it costs
 seconds of its own (`prefect.server.api.server`). So the CLI starts the same server (uvicorn
-serving Prefect's app, UI and background services off) as a subprocess as its module loads
-(`start_for_command_line`), before importing typer, pydantic or Prefect, names it in PREFECT_API_URL (Prefect reads its settings once, when imported; worker
+serving Prefect's app, UI and background services off) as a subprocess before importing
+Prefect, names it in PREFECT_API_URL (Prefect reads its settings once, when imported; worker
 processes inherit the variable), and does its own imports and checks while the server boots
 (`wait_until_ready` just before the flow).
 
@@ -149,31 +149,6 @@ def start_temporary_server() -> TemporaryServer | None:
     os.environ[API_URL] = _server.api_url
     atexit.register(_server.stop)
     return _server
-
-
-def run_environment(verbose: bool) -> None:
-    """The environment of an ad hoc run, set before its temporary server starts (the server
-    inherits it): no analytics, a startup timeout for a busy 2-core machine (Prefect's 20 s is
-    too short), and the terminal's logging (`textmill.flows.logs`)."""
-    from textmill.flows.logs import terminal_logging_env
-
-    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
-    os.environ.setdefault(STARTUP_TIMEOUT, "90")
-    terminal_logging_env(verbose)
-
-
-def start_for_command_line(argv: list[str]) -> TemporaryServer | None:
-    """`textmill run ...` in a terminal: start the temporary server as the CLI module loads,
-    before its own imports (typer, rich, pydantic: about a second), since the run waits for the
-    server anyway. Any other command, `--help`, or a process multiprocessing started (a worker
-    re-imports the CLI module with its parent's arguments): nothing. `run` calls
-    `start_temporary_server` again, which returns this server."""
-    import multiprocessing
-
-    if argv[:1] != ["run"] or "--help" in argv or multiprocessing.parent_process() is not None:
-        return None
-    run_environment(verbose="-v" in argv or "--verbose" in argv)
-    return start_temporary_server()
 
 
 def temporary_api_url() -> str | None:

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import os
-import sys
 import traceback
 from pathlib import Path
 from typing import Any, NoReturn, Optional
@@ -11,16 +10,13 @@ from textmill.flows.interrupt import ignore_interrupt_in_cli_worker
 
 ignore_interrupt_in_cli_worker()  # first: a worker process imports this module as it starts
 
-from textmill.flows.apiserver import start_for_command_line  # noqa: E402
-
-start_for_command_line(sys.argv[1:])  # `textmill run`: the server boots during the imports below
-
 import typer  # noqa: E402
 from rich.console import Console  # noqa: E402
 from rich.markup import escape  # noqa: E402
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn  # noqa: E402
 from rich.table import Table  # noqa: E402
 
+from textmill.flows.logs import terminal_logging_env  # noqa: E402
 from textmill.tasks.base import ConfigError  # noqa: E402
 
 CONFIG_OPTION = typer.Option(None, "--config", help="Pipeline config.", show_default="config/pipeline.toml")
@@ -117,9 +113,10 @@ def run(
     verbose: bool = typer.Option(False, "--verbose", "-v", help="Show Prefect's logs, tracebacks included."),
 ) -> None:
     """Run the pipeline over CORPUS and print a summary."""
-    from textmill.flows.apiserver import run_environment
-
-    run_environment(verbose)
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    # Prefect's default of 20 s is too short for its temporary server on a busy 2-core machine.
+    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "90")
+    terminal_logging_env(verbose)
     progress = RichProgress()
     from textmill.flows.interrupt import exit_on_interrupt
 

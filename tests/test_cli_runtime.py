@@ -147,40 +147,6 @@ def test_an_ad_hoc_run_scans_while_its_server_starts_and_sends_no_heartbeats(tmp
     assert "prefect.flow-run.heartbeat" not in events, events
 
 
-SERVER_START_PROBE = """
-import sys
-from textmill.flows import apiserver
-
-seen = []
-start = apiserver.TemporaryServer.start
-def spy(server):
-    seen.append("typer" in sys.modules)
-    return start(server)
-apiserver.TemporaryServer.start = spy
-sys.argv = ["textmill", *sys.argv[1:]]
-import textmill.flows.cli
-if apiserver._server is not None:
-    apiserver._server.stop()
-print(seen)
-"""
-
-
-@pytest.mark.parametrize(
-    ("argv", "started"),
-    [(["run", "seeds"], "[False]"), (["run", "seeds", "--help"], "[]"), (["search", "out", "x"], "[]")],
-)
-def test_a_run_starts_its_server_before_the_cli_imports_typer(tmp_path: Path, argv: list[str], started: str) -> None:
-    """`textmill run` boots its temporary Prefect server while the CLI imports typer, rich and
-    pydantic, which it would otherwise wait for; other commands start none."""
-    env = cli_env(PREFECT_HOME=str(tmp_path / "home"))
-    env.pop("PREFECT_API_URL", None)
-    probe = subprocess.run(
-        [sys.executable, "-c", SERVER_START_PROBE, *argv], cwd=REPO, env=env, capture_output=True, text=True, timeout=120
-    )
-    assert probe.returncode == 0, probe.stderr
-    assert probe.stdout.strip() == started
-
-
 # --- Ctrl-C -----------------------------------------------------------------------------------
 
 
