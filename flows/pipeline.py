@@ -626,7 +626,8 @@ def publish_shards(
     current key, when the sink writes to one."""
     paths = runner.paths
     forced = shard.publish_forced(paths)
-    stale = shard.stale_in_store(sink, refs)
+    with failing_as("publish failed"):
+        stale = shard.stale_in_store(sink, refs)
     publish = runner.configure(publish_shard_task, "publish-{shard_no}", "publish", key=publish_cache_key)
     republish = runner.configure(
         publish_shard_task, "publish-{shard_no}", "publish", key=republish_cache_key
