@@ -155,6 +155,16 @@ def digests_as_built(out: Path) -> tuple[str, str]:
         return recorded, f"{content_sum(db):064x}"
 
 
+def checked_as_built(out: Path) -> set[tuple]:
+    """`textmill.sqlite`'s clusters table, checked to equal the one computed from its documents,
+    with the last run's content digest checked to equal the one summed from every row."""
+    recorded, summed = digests_as_built(out)
+    assert recorded == summed
+    table, expected = clusters_as_built(out)
+    assert table == expected, (table, expected)
+    return table
+
+
 def test_clusters_follow_additions_edits_and_deletions_in_place(
     prefect_server: None, seeds_copy: Path, config: Path, tmp_path: Path
 ) -> None:
@@ -164,10 +174,8 @@ def test_clusters_follow_additions_edits_and_deletions_in_place(
     out = tmp_path / "out"
     names = sorted(p.name for p in seeds_copy.iterdir())
     run_flow(seeds_copy, out, config, workers=1)
-    table, expected = clusters_as_built(out)
-    recorded, summed = digests_as_built(out)
-    assert recorded == summed
-    assert table == expected and len(table) == 1, table
+    table = checked_as_built(out)
+    assert len(table) == 1, table
     canonical = next(iter(table))[1]
 
     # The canonical member goes and a copy of another seed arrives in the same run.
@@ -175,10 +183,7 @@ def test_clusters_follow_additions_edits_and_deletions_in_place(
     (seeds_copy / "005_copy.txt").write_bytes((seeds_copy / names[2]).read_bytes())
     manifest = run_flow(seeds_copy, out, config, workers=1)
     assert manifest["published"]["sqlite"]["deleted"] == 1
-    table, expected = clusters_as_built(out)
-    recorded, summed = digests_as_built(out)
-    assert recorded == summed
-    assert table == expected, (table, expected)
+    table = checked_as_built(out)
     assert len(table) == 2 and canonical not in {name for row in table for name in row[:2]}, table
     assert canonical not in sqlite_rows(out)
 
@@ -186,10 +191,8 @@ def test_clusters_follow_additions_edits_and_deletions_in_place(
     (seeds_copy / "006_copy.txt").write_bytes((seeds_copy / names[3]).read_bytes())
     manifest = run_flow(seeds_copy, out, config, workers=1)
     assert manifest["published"]["sqlite"]["deleted"] == 0
-    table, expected = clusters_as_built(out)
-    recorded, summed = digests_as_built(out)
-    assert recorded == summed
-    assert table == expected and len(table) == 3, (table, expected)
+    table = checked_as_built(out)
+    assert len(table) == 3, table
 
     # A longer version of a clustered seed: it becomes the canonical member, the cluster is
     # renamed after it, and no row is deleted.
@@ -197,16 +200,12 @@ def test_clusters_follow_additions_edits_and_deletions_in_place(
     (seeds_copy / "007_longer.txt").write_text(longer)
     manifest = run_flow(seeds_copy, out, config, workers=1)
     assert manifest["published"]["sqlite"]["deleted"] == 0
-    table, expected = clusters_as_built(out)
-    recorded, summed = digests_as_built(out)
-    assert recorded == summed
-    assert table == expected and ("007_longer.txt", "007_longer.txt", 3) in table, (table, expected)
+    table = checked_as_built(out)
+    assert ("007_longer.txt", "007_longer.txt", 3) in table, table
 
     # A deletion that leaves a cluster of one: its row goes.
     (seeds_copy / "005_copy.txt").unlink()
     run_flow(seeds_copy, out, config, workers=1)
-    table, expected = clusters_as_built(out)
-    recorded, summed = digests_as_built(out)
-    assert recorded == summed
-    assert table == expected and len(table) == 2, (table, expected)
+    table = checked_as_built(out)
+    assert len(table) == 2, table
     assert set(sqlite_rows(out)) == {p.name for p in seeds_copy.iterdir()}
