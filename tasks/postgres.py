@@ -14,6 +14,7 @@ import logging
 import re
 from collections import Counter
 from collections.abc import Callable, Iterable
+from functools import cache
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -198,13 +199,7 @@ class PostgresSink:
         `records`: every current record has its live row (a shard's key is recorded after its
         last row), so equal counts mean nothing left the corpus.
         """
-        listed: list[set[str]] = []
-
-        def current() -> set[str]:
-            if not listed:
-                listed.append(set(ids()))
-            return listed[0]
-
+        current = cache(lambda: set(ids()))  # listed at most once, whatever the retries
         self.counts.update(totals)
         self._call(lambda conn: self._finish(conn, current, records, shards, key))
         self.close()
