@@ -23,10 +23,15 @@ import time
 import tomllib
 import urllib.error
 import urllib.request
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
 API_URL = "PREFECT_API_URL"
+# Prefect's service that writes task runs to its database from their state events. The
+# temporary server stops with the run, before it has recorded most of them (docs/operations.md,
+# "What the temporary server records"), and on two cores its recording took CPU from the run.
+TASK_RUN_RECORDER = "PREFECT_SERVER_SERVICES_TASK_RUN_RECORDER_ENABLED"
 STARTUP_TIMEOUT = "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS"
 START_ATTEMPTS = 3
 
@@ -76,9 +81,20 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def server_environment(environ: Mapping[str, str]) -> dict[str, str]:
+    """The temporary server's environment: Prefect's for its own temporary server (UI off, the
+    services of an ephemeral server), no API URL of its own, and no task run recording unless
+    `environ` asks for it."""
+    env = {**environ, "PREFECT_UI_ENABLED": "0", "PREFECT__SERVER_EPHEMERAL": "1", "PREFECT__SERVER_FINAL": "1"}
+    env.pop(API_URL, None)
+    env.setdefault(TASK_RUN_RECORDER, "false")
+    return env
+
+
 @dataclass
 class TemporaryServer:
-    """Prefect's API as a uvicorn subprocess on a free port of 127.0.0.1, as Prefect starts its own."""
+    """Prefect's API as a uvicorn subprocess on a free port of 127.0.0.1, as Prefect starts its
+    own, except that it does not record task runs unless `TASK_RUN_RECORDER` says so."""
 
     port: int = 0
     process: subprocess.Popen | None = None
@@ -92,8 +108,7 @@ class TemporaryServer:
     def start(self) -> TemporaryServer:
         self.port = free_port()
         self.attempts += 1
-        env = {**os.environ, "PREFECT_UI_ENABLED": "0", "PREFECT__SERVER_EPHEMERAL": "1", "PREFECT__SERVER_FINAL": "1"}
-        env.pop(API_URL, None)
+        env = server_environment(os.environ)
         self.process = subprocess.Popen(
             [
                 sys.executable, "-m", "uvicorn", "--factory", "prefect.server.api.server:create_app",

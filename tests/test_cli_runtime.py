@@ -132,7 +132,8 @@ def test_a_failing_step_prints_one_line_and_the_traceback_only_when_verbose(pref
 @pytest.mark.slow
 def test_an_ad_hoc_run_scans_while_its_server_starts_and_sends_no_heartbeats(tmp_path: Path) -> None:
     """With its temporary Prefect server: discovery's scan is made while the server boots and
-    the flow takes it; the flow sends no heartbeats to a server that stops with the run."""
+    the flow takes it; the flow sends no heartbeats to a server that stops with the run, and
+    that server records the flow run and its artifacts but no task runs."""
     home = tmp_path / "home"
     env = cli_env(PREFECT_HOME=str(home))
     env.pop("PREFECT_API_URL", None)
@@ -142,9 +143,22 @@ def test_an_ad_hoc_run_scans_while_its_server_starts_and_sends_no_heartbeats(tmp
     with closing(sqlite3.connect(home / "prefect.db")) as db:
         states = db.execute("SELECT state_name FROM flow_run").fetchall()
         events = [name for (name,) in db.execute("SELECT event FROM events WHERE event LIKE 'prefect.flow-run.%'")]
+        task_runs = db.execute("SELECT count(*) FROM task_run").fetchone()[0]
+        artifacts = {key for (key,) in db.execute("SELECT key FROM artifact")}
     assert states == [("Completed",)]
+    assert task_runs == 0
+    assert {"textmill-summary", "textmill-steps"} <= artifacts, artifacts
     assert "prefect.flow-run.Running" in events
     assert "prefect.flow-run.heartbeat" not in events, events
+
+
+def test_the_temporary_server_records_task_runs_only_when_asked() -> None:
+    from textmill.flows.apiserver import API_URL, TASK_RUN_RECORDER, server_environment
+
+    env = server_environment({API_URL: "http://elsewhere/api", "HOME": "/home/user"})
+    assert env[TASK_RUN_RECORDER] == "false"
+    assert API_URL not in env and env["HOME"] == "/home/user"
+    assert server_environment({TASK_RUN_RECORDER: "true"})[TASK_RUN_RECORDER] == "true"
 
 
 # --- Ctrl-C -----------------------------------------------------------------------------------
