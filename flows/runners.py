@@ -7,10 +7,12 @@ run, so a spaCy model loads once per worker, not once per shard.
 from __future__ import annotations
 
 import atexit
+import concurrent.futures
 import multiprocessing
 import os
 import sys
 import threading
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -18,6 +20,10 @@ from types import SimpleNamespace
 from typing import Any, TypeVar
 
 from prefect.cache_policies import CacheKeyFnPolicy
+from prefect.filesystems import LocalFileSystem
+from prefect.futures import PrefectConcurrentFuture
+from prefect.results import ResultStore
+from prefect.states import Completed
 from prefect.task_runners import ProcessPoolTaskRunner, ThreadPoolTaskRunner
 from prefect.utilities.annotations import quote
 
@@ -62,7 +68,41 @@ class whole(quote[T]):
         return (type(self), (self.unwrap(),))
 
 
-class ShardProcessRunner(ProcessPoolTaskRunner):
+class ServesCacheWithoutRuns:
+    """A task runner mixin: when `cached_task_runs()` says no, a task whose result Prefect's
+    cache holds is not submitted; its future is already done, in a `Cached` state holding the
+    cached result record, read as Prefect reads it (`cached_future`).
+
+    A task run of a cached shard costs the flow process and the server about 20 ms of CPU (its
+    state events and their recording), for 64 shards of every stage; on the temporary server of
+    an ad hoc run nobody sees those runs, and it no longer records them (`apiserver`). On two
+    cores that was a third of a warm run at 100,000 documents (docs/benchmarks.md).
+    """
+
+    serve_cache_without_runs = False
+
+    def __enter__(self) -> Any:
+        self.serve_cache_without_runs = not cached_task_runs()
+        return super().__enter__()  # type: ignore[misc]
+
+    def without_run(self, task: Any, parameters: dict[str, Any], wait_for: Any = None) -> PrefectConcurrentFuture | None:
+        """The cached result's done future, when this task needs no run (None: submit it)."""
+        if not self.serve_cache_without_runs or wait_for:
+            return None
+        return cached_future(task, parameters)
+
+    def submit(self, task: Any, parameters: dict[str, Any], wait_for: Any = None, dependencies: Any = None) -> Any:
+        future = self.without_run(task, parameters, wait_for)
+        if future is not None:
+            return future
+        return super().submit(task, parameters, wait_for, dependencies)  # type: ignore[misc]
+
+
+class ShardThreadRunner(ServesCacheWithoutRuns, ThreadPoolTaskRunner):
+    """Prefect's thread pool, serving cached shards without task runs where nobody watches."""
+
+
+class ShardProcessRunner(ServesCacheWithoutRuns, ProcessPoolTaskRunner):
     """Prefect's process pool, with additions for shard tasks.
 
     - Progress: worker processes send the documents each batch finishes back to this process
@@ -72,6 +112,8 @@ class ShardProcessRunner(ProcessPoolTaskRunner):
       of a run of one shard per stage (`in_process`), and any task Prefect will serve from its
       cache (`served_from_cache`). A worker process costs seconds to start (it imports Prefect
       and textmill and loads its models), more than a small or unchanged corpus takes.
+    - On a server nobody watches, a task Prefect would serve from its cache gets no task run at
+      all (`ServesCacheWithoutRuns`).
 
     Worker processes start on the first task sent to them (spawn), inherit the environment
     (PREFECT_API_URL included, so their task runs report to the run's server) and stay until
@@ -116,23 +158,47 @@ class ShardProcessRunner(ProcessPoolTaskRunner):
                 self._progress_queue = None
 
     def submit(self, task: Any, parameters: dict[str, Any], wait_for: Any = None, dependencies: Any = None) -> Any:
+        future = self.without_run(task, parameters, wait_for)
+        if future is not None:
+            return future
         if self._threads is not None and (self.in_process or served_from_cache(task, parameters)):
             return self._threads.submit(task, parameters, wait_for, dependencies)
-        return super().submit(task, parameters, wait_for, dependencies)
+        return ProcessPoolTaskRunner.submit(self, task, parameters, wait_for, dependencies)
 
 
 def served_from_cache(task: Any, parameters: dict[str, Any]) -> bool:
-    """Whether Prefect will serve this task run from its cache: the task is keyed by a cache-key
-    function (textmill's shard tasks are: `textmill.flows.pipeline.cache_key`) and a record under
-    that key exists in its result storage folder. False whenever that cannot be told."""
+    """Whether Prefect will serve this task run from its cache (`cache_record_key`)."""
+    return cache_record_key(task, parameters) is not None
+
+
+def cache_record_key(task: Any, parameters: dict[str, Any]) -> str | None:
+    """The key of the record Prefect would serve this task run from: the task is keyed by a
+    cache-key function (textmill's shard tasks are: `textmill.flows.pipeline.cache_key`) and a
+    record under that key exists in its result storage folder. None whenever that cannot be told."""
     policy, storage = getattr(task, "cache_policy", None), getattr(task, "result_storage", None)
     if not isinstance(policy, CacheKeyFnPolicy) or not isinstance(storage, (str, Path)) or task.refresh_cache:
-        return False
+        return None
     try:
         key = policy.compute_key(SimpleNamespace(task=task), parameters, {})
     except Exception:  # noqa: BLE001 - a key function that needs a real run context: let the worker decide
-        return False
-    return bool(key) and (Path(storage) / key).is_file()
+        return None
+    return key if key and (Path(storage) / key).is_file() else None
+
+
+def cached_future(task: Any, parameters: dict[str, Any]) -> PrefectConcurrentFuture | None:
+    """A done future in the `Cached` state Prefect's engine would give this task run, holding the
+    cached record (so `state.data.metadata.storage_key` names its file, as for a real run);
+    None when there is no record or it cannot be read: Prefect's own run then decides."""
+    key = cache_record_key(task, parameters)
+    if key is None:
+        return None
+    try:
+        record = ResultStore(result_storage=LocalFileSystem(basepath=str(task.result_storage))).read(key)
+    except Exception:  # noqa: BLE001 - an unreadable record: Prefect's run computes the task again
+        return None
+    done: concurrent.futures.Future[Any] = concurrent.futures.Future()
+    done.set_result(Completed(name="Cached", data=record))
+    return PrefectConcurrentFuture(uuid.uuid4(), done)
 
 
 def start_worker(queue: Any, parent_api_url: str | None) -> None:
@@ -239,7 +305,7 @@ def make_task_runner(kind: str, workers: int | None = None, dask_address: str | 
         raise ConfigError("a Dask address needs the dask runner (--runner dask)")
     workers = workers or default_workers(kind)
     if kind == "threads":
-        return ThreadPoolTaskRunner(max_workers=workers)
+        return ShardThreadRunner(max_workers=workers)
     if kind == "processes":
         return ShardProcessRunner(max_workers=workers)
     from prefect_dask import DaskTaskRunner
@@ -252,6 +318,7 @@ def make_task_runner(kind: str, workers: int | None = None, dask_address: str | 
 
 
 STEP_TAGS_ENV = "TEXTMILL_STEP_TAGS"
+CACHED_RUNS_ENV = "TEXTMILL_CACHED_TASK_RUNS"
 
 
 def watched_server() -> bool:
@@ -273,6 +340,19 @@ def tag_steps() -> bool:
     setting = os.environ.get(STEP_TAGS_ENV, "auto").strip().lower()
     if setting not in ("on", "off", "auto"):
         raise ConfigError(f"{STEP_TAGS_ENV}={setting!r}: use on, off or auto")
+    return setting == "on" or (setting == "auto" and watched_server())
+
+
+def cached_task_runs() -> bool:
+    """Whether a shard task served from Prefect's cache still gets a task run (shown `Cached`):
+    `TEXTMILL_CACHED_TASK_RUNS` is `on`, `off` or `auto`.
+
+    `auto` (the default): only on a watched server (`watched_server`), whose UI shows every
+    shard of every step; the temporary server of an ad hoc run records no task runs.
+    """
+    setting = os.environ.get(CACHED_RUNS_ENV, "auto").strip().lower()
+    if setting not in ("on", "off", "auto"):
+        raise ConfigError(f"{CACHED_RUNS_ENV}={setting!r}: use on, off or auto")
     return setting == "on" or (setting == "auto" and watched_server())
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import SEEDS, SeedsRun, published_files
+from conftest import REPO, SEEDS, SeedsRun, published_files
 from flowkit import computed, records, run_flow, set_option, task_run_states
 
 pytestmark = pytest.mark.slow
@@ -78,6 +78,38 @@ def test_second_run_computes_nothing_and_shards_are_cached(seeds_run: SeedsRun) 
     assert {"read-0", "clean-0", "dedupe-0", "language-0", "entities-0"} <= set(shard_tasks)
     assert set(shard_tasks.values()) == {"Cached"}, states
     assert states["publish"] == "Completed"
+
+
+def test_unwatched_cached_shards_get_no_task_runs_and_keep_their_results(
+    prefect_server: None, seeds_copy: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`TEXTMILL_CACHED_TASK_RUNS=off`, what an ad hoc run on its temporary server gets: a warm
+    run serves every cached task from Prefect's cache without a task run, and its manifest and
+    run record (the results gc keeps) are those of a warm run with task runs."""
+    config = tmp_path / "pipeline.toml"
+    shutil.copy(REPO / "config" / "pipeline.toml", config)
+    set_option(config, "pipeline", 'steps = ["clean", "dedupe", "language", "publish"]')
+    out = tmp_path / "out"
+    run_flow(seeds_copy, out, config)
+    with_runs = run_flow(seeds_copy, out, config)
+    monkeypatch.setenv("TEXTMILL_CACHED_TASK_RUNS", "off")
+    without = run_flow(seeds_copy, out, config)
+
+    assert computed(without) == {name: 0 for name in without["steps"]} and without["read"]["computed"] == 0
+    varying = ("run_id", "read", "steps", "store")
+    assert {k: v for k, v in without.items() if k not in varying} == {k: v for k, v in with_runs.items() if k not in varying}
+    assert {k: v["cached"] for k, v in without["steps"].items()} == {k: v["cached"] for k, v in with_runs["steps"].items()}
+    watched = task_run_states(with_runs["run_id"], expected=12)
+    assert {"read-0", "clean-0", "dedupe-0", "language-0", "publish-0"} <= set(watched), watched
+    unwatched = task_run_states(without["run_id"], expected=3)
+    assert len(unwatched) == 3 and {name.partition("-")[0] for name in unwatched} == {"discover", "publish", "gc"}, unwatched
+
+    def run_record(run_id: str) -> dict[str, list[str]]:
+        [path] = (out / ".textmill" / "runs").glob(f"*-{run_id}.json")
+        return json.loads(path.read_text())
+
+    kept, served = run_record(with_runs["run_id"]), run_record(without["run_id"])
+    assert sorted(served["results"]) == sorted(kept["results"]) and kept["results"]
 
 
 def test_second_identical_run_leaves_published_files_untouched(seeds_run: SeedsRun) -> None:

@@ -1,4 +1,5 @@
-"""Task-runner choices that need no server: step tags, parameters passed whole."""
+"""Task-runner choices that need no server: step tags, task runs of cached shards, parameters
+passed whole."""
 from __future__ import annotations
 
 import pytest
@@ -24,6 +25,30 @@ def test_an_unknown_step_tags_setting_is_a_config_error(monkeypatch: pytest.Monk
     monkeypatch.setenv(runners.STEP_TAGS_ENV, "sometimes")
     with pytest.raises(ConfigError, match="TEXTMILL_STEP_TAGS='sometimes'"):
         runners.tag_steps()
+
+
+@pytest.mark.parametrize(
+    ("setting", "watched", "expected"),
+    [("on", False, True), ("off", True, False), ("auto", True, True), ("auto", False, False), (None, False, False), ("On", False, True)],
+)
+def test_cached_shards_get_task_runs_where_someone_watches(
+    monkeypatch: pytest.MonkeyPatch, setting: str | None, watched: bool, expected: bool
+) -> None:
+    if setting is None:
+        monkeypatch.delenv(runners.CACHED_RUNS_ENV, raising=False)
+    else:
+        monkeypatch.setenv(runners.CACHED_RUNS_ENV, setting)
+    monkeypatch.setattr(runners, "watched_server", lambda: watched)
+    assert runners.cached_task_runs() is expected
+    for kind in ("processes", "threads"):
+        with runners.make_task_runner(kind, 1) as runner:
+            assert runner.serve_cache_without_runs is not expected
+
+
+def test_an_unknown_cached_task_runs_setting_is_a_config_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(runners.CACHED_RUNS_ENV, "later")
+    with pytest.raises(ConfigError, match="TEXTMILL_CACHED_TASK_RUNS='later'"):
+        runners.cached_task_runs()
 
 
 def test_a_whole_parameter_survives_pickling_and_prefect_hands_it_over_unwalked() -> None:
