@@ -74,9 +74,9 @@ class ServesCacheWithoutRuns:
     cached result record, read as Prefect reads it (`cached_future`).
 
     A task run of a cached shard costs the flow process and the server about 20 ms of CPU (its
-    state events and their recording), for 64 shards of every stage; on the temporary server of
-    an ad hoc run nobody sees those runs, and it no longer records them (`apiserver`). On two
-    cores that was a third of a warm run at 100,000 documents (docs/benchmarks.md).
+    state events and their handling), for 64 shards of every stage; on the temporary server of
+    an ad hoc run nobody sees those runs, and it does not record them (`apiserver`). On two
+    cores they were about 2.4 s of a 9-second warm run at 100,000 documents (docs/benchmarks.md).
     """
 
     serve_cache_without_runs = False

@@ -219,10 +219,11 @@ def combine_partials(partials: Iterable[dict[str, Any]]) -> dict[str, Any]:
         a, b = (local[np.asarray(side, dtype=np.int64)] for side in partial["links"])
         pairs.append(np.stack([np.minimum(a, b), np.maximum(a, b)]))
     # Each link once, as one integer per pair (a row-wise unique sorts several times slower).
+    members = max(1, len(fields))
     ends = np.concatenate(pairs, axis=1) if pairs else np.empty((2, 0), np.int64)
-    links = np.unique(ends[0] * len(fields) + ends[1])
+    links = np.unique(ends[0] * members + ends[1])
     groups = UnionFind()
-    for a, b in zip((links // max(1, len(fields))).tolist(), (links % max(1, len(fields))).tolist()):
+    for a, b in zip((links // members).tolist(), (links % members).tolist()):
         groups.union(a, b)
     clusters: dict[str, dict[str, str | None]] = {}
     count = 0
