@@ -198,7 +198,9 @@ def cached_future(task: Any, parameters: dict[str, Any]) -> PrefectConcurrentFut
         return None
     done: concurrent.futures.Future[Any] = concurrent.futures.Future()
     done.set_result(Completed(name="Cached", data=record))
-    return PrefectConcurrentFuture(uuid.uuid4(), done)
+    future = PrefectConcurrentFuture(uuid.uuid4(), done)
+    future.wait()  # takes the final state from the done future: `state` never asks the API for a run that has none
+    return future
 
 
 def start_worker(queue: Any, parent_api_url: str | None) -> None:

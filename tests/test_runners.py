@@ -105,3 +105,27 @@ def test_a_worker_exits_without_teardown_after_every_later_exit_handler() -> Non
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
     assert done.stdout == "unflushed outputregistered after: runs\n", done.stdout
+
+
+def test_a_cached_future_holds_the_record_prefect_would_serve_and_none_for_a_damaged_one(tmp_path) -> None:
+    from prefect import task
+    from prefect.cache_policies import CacheKeyFnPolicy
+    from prefect.filesystems import LocalFileSystem
+    from prefect.results import ResultStore
+
+    @task(
+        cache_policy=CacheKeyFnPolicy(cache_key_fn=lambda context, parameters: f"key-{parameters['n']}"),
+        result_storage=str(tmp_path),
+        persist_result=True,
+    )
+    def double(n: int) -> int:
+        return 2 * n
+
+    assert runners.cached_future(double, {"n": 1}) is None, "no record yet"
+    store = ResultStore(result_storage=LocalFileSystem(basepath=str(tmp_path)))
+    store.write(obj=2, key="key-1")
+    future = runners.cached_future(double, {"n": 1})
+    assert future is not None and future.state.name == "Cached" and future.result() == 2
+    assert runners.cached_future(double.with_options(refresh_cache=True), {"n": 1}) is None
+    (tmp_path / "key-1").write_text("not a result record")
+    assert runners.cached_future(double, {"n": 1}) is None, "a damaged record: Prefect's own run decides"
