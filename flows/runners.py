@@ -332,6 +332,15 @@ def watched_server() -> bool:
     return bool(url) and url != temporary_api_url()
 
 
+def for_watched_server(variable: str) -> bool:
+    """An `on`, `off` or `auto` environment setting (default `auto`: on only where someone
+    watches, `watched_server`); anything else is a ConfigError naming the variable."""
+    setting = os.environ.get(variable, "auto").strip().lower()
+    if setting not in ("on", "off", "auto"):
+        raise ConfigError(f"{variable}={setting!r}: use on, off or auto")
+    return setting == "on" or (setting == "auto" and watched_server())
+
+
 def tag_steps() -> bool:
     """Whether task runs carry their step's tag: `TEXTMILL_STEP_TAGS` is `on`, `off` or `auto`.
 
@@ -339,10 +348,7 @@ def tag_steps() -> bool:
     concurrency-limit check on the server's database (docs/operations.md, "Tags per step"), worth
     paying where someone filters the UI by step, not on a throwaway server.
     """
-    setting = os.environ.get(STEP_TAGS_ENV, "auto").strip().lower()
-    if setting not in ("on", "off", "auto"):
-        raise ConfigError(f"{STEP_TAGS_ENV}={setting!r}: use on, off or auto")
-    return setting == "on" or (setting == "auto" and watched_server())
+    return for_watched_server(STEP_TAGS_ENV)
 
 
 def cached_task_runs() -> bool:
@@ -352,10 +358,7 @@ def cached_task_runs() -> bool:
     `auto` (the default): only on a watched server (`watched_server`), whose UI shows every
     shard of every step; the temporary server of an ad hoc run records no task runs.
     """
-    setting = os.environ.get(CACHED_RUNS_ENV, "auto").strip().lower()
-    if setting not in ("on", "off", "auto"):
-        raise ConfigError(f"{CACHED_RUNS_ENV}={setting!r}: use on, off or auto")
-    return setting == "on" or (setting == "auto" and watched_server())
+    return for_watched_server(CACHED_RUNS_ENV)
 
 
 def loaded_steps() -> list[str]:

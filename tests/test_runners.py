@@ -8,16 +8,21 @@ from textmill.flows import runners
 from textmill.tasks.base import ConfigError
 
 
+def given(monkeypatch: pytest.MonkeyPatch, variable: str, setting: str | None, watched: bool) -> None:
+    """`variable` set to `setting` (None: unset), on a server someone watches or not."""
+    if setting is None:
+        monkeypatch.delenv(variable, raising=False)
+    else:
+        monkeypatch.setenv(variable, setting)
+    monkeypatch.setattr(runners, "watched_server", lambda: watched)
+
+
 @pytest.mark.parametrize(
     ("setting", "watched", "expected"),
     [("on", False, True), ("off", True, False), ("auto", True, True), ("auto", False, False), (None, True, True), ("OFF", True, False)],
 )
 def test_step_tags_follow_the_setting(monkeypatch: pytest.MonkeyPatch, setting: str | None, watched: bool, expected: bool) -> None:
-    if setting is None:
-        monkeypatch.delenv(runners.STEP_TAGS_ENV, raising=False)
-    else:
-        monkeypatch.setenv(runners.STEP_TAGS_ENV, setting)
-    monkeypatch.setattr(runners, "watched_server", lambda: watched)
+    given(monkeypatch, runners.STEP_TAGS_ENV, setting, watched)
     assert runners.tag_steps() is expected
 
 
@@ -34,11 +39,7 @@ def test_an_unknown_step_tags_setting_is_a_config_error(monkeypatch: pytest.Monk
 def test_cached_shards_get_task_runs_where_someone_watches(
     monkeypatch: pytest.MonkeyPatch, setting: str | None, watched: bool, expected: bool
 ) -> None:
-    if setting is None:
-        monkeypatch.delenv(runners.CACHED_RUNS_ENV, raising=False)
-    else:
-        monkeypatch.setenv(runners.CACHED_RUNS_ENV, setting)
-    monkeypatch.setattr(runners, "watched_server", lambda: watched)
+    given(monkeypatch, runners.CACHED_RUNS_ENV, setting, watched)
     assert runners.cached_task_runs() is expected
     for kind in ("processes", "threads"):
         with runners.make_task_runner(kind, 1) as runner:
