@@ -23,9 +23,11 @@ from textmill.flows.report import CorpusStats, StatsCollector
 from textmill.flows.store import Packs, Store, read_jsonl_gz, write_jsonl_gz
 from textmill.tasks.atomic import write_atomic
 from textmill.tasks.base import (
-    FINISH_KEY_NAME, CorpusStep, DocumentStep, FinishInfo, PublishReport, RunInfo, ShardInfo, SinkStep, Step, shard_key_name,
+    FINISH_KEY_NAME, CorpusStep, DocumentStep, FinishInfo, PublishReport, RunInfo, ShardInfo, SinkStep, Step, block_of,
+    shard_key_name,
 )
 from textmill.tasks.bundle import read_summaries, write_bundle
+from textmill.tasks.document import Document
 from textmill.tasks.encoding import DETECTOR, DETECTOR_VERSION
 from textmill.tasks.read import READER_VERSION, SourceFile, read_source
 from textmill.tasks.registry import build_step, load_registry
@@ -524,6 +526,12 @@ def publish_shard(
     (a database), the flow passes `force` when that store does not hold the shard under its
     key (`stale_in_store`). Without a sink, or
     with one that publishes the whole corpus at once, only the statistics are gathered here.
+
+    A sink that writes a large shard in blocks (`SinkStep.blocks`) gets only the records of the
+    blocks that changed since its last publish (each block has a key of its records), when that
+    publish's files are intact and nothing forces the whole shard; the statistics of the other
+    blocks come from the state. Files of the last publish that no block writes any more (a new
+    block count, a block left empty) are removed.
     The shard's state (`publish/shard-N.json`) is written last, once its outputs are complete;
     it names the shard's references by their key (the list stays in the pack).
     """
@@ -533,24 +541,57 @@ def publish_shard(
     previous = read_state(state_path)
     sink = step_for(spec) if spec is not None else None
     sharded = isinstance(sink, SinkStep) and sink.sharded()
-    if previous and previous["key"] == key and not force and files_intact(out_dir, previous["files"]):
+    intact = bool(previous) and files_intact(out_dir, previous["files"])
+    if previous and previous["key"] == key and not force and intact:
         report(refs.count)
         return ShardResult(refs=[], cached=refs.count)
 
     store = paths.store
     ordered = sorted(load_refs(store, refs), key=lambda r: r.id)
-    collector = StatsCollector()
-    docs = collector.observe(reported((store.get_doc(r.key) for r in ordered), report))
-    files: list[str] = []
+    last = previous.get("blocks") if previous and intact and not force else None
+    count = sink.blocks(len(ordered), last["count"] if last else None) if sharded else 1
+    members: list[list[DocRef]] = [[] for _ in range(count)]
+    for ref in ordered:
+        members[block_of(ref.id, count)].append(ref)
+    fingerprint = spec.fingerprint if spec else "no-sink"
+    keys = [
+        digest_lines([PUBLISH_LAYOUT, fingerprint, str(shard_no), f"{b}/{count}", *(f"{r.id} {r.key} {r.status}" for r in block)])
+        for b, block in enumerate(members)
+    ]
+    kept = set()
+    if count > 1 and last is not None and last["count"] == count:
+        kept = {b for b in range(count) if last["keys"][b] == keys[b]}
+    written = [b for b in range(count) if b not in kept]
+    report(sum(len(members[b]) for b in kept))
+    collectors = {b: StatsCollector() for b in written}
+
+    def records() -> Iterator[Document]:
+        for b in written:
+            yield from collectors[b].observe(store.get_doc(r.key) for r in members[b])
+
+    docs = reported(records(), report)
+    block_files: dict[int, list[str]] = {b: last["files"][b] for b in kept} if last else {}
     changes: dict[str, dict[str, int]] = {}
     if sharded:
         assert isinstance(sink, SinkStep)
-        shard_info = ShardInfo(shard_no, key, [r.id for r in ordered], paths.publish_state / "pending")
+        shard_info = ShardInfo(
+            shard_no, key, [r.id for b in written for r in members[b]], paths.publish_state / "pending",
+            blocks=count, written=tuple(written) if count > 1 else None,
+        )
         shard_info.scratch.mkdir(parents=True, exist_ok=True)
-        written = sink.publish_shard(docs, shard_info, out_dir, run)
-        files, changes = written.files, written.changes
+        published = sink.publish_shard(docs, shard_info, out_dir, run)
+        changes = published.changes
+        for b in written:
+            block_files[b] = published.blocks.get(b, []) if count > 1 else published.files
     for _ in docs:  # whatever the sink did not read still counts in the statistics
         pass
+    unchanged = sum(len(members[b]) for b in kept)
+    for counts in changes.values():
+        counts["unchanged"] = counts.get("unchanged", 0) + unchanged
+    files = sorted({name for b in range(count) for name in block_files.get(b, [])})
+    remove_unwritten(out_dir, previous["files"] if previous else {}, files)
+    stats = {b: last["stats"][b] for b in kept} if last else {}
+    stats.update({b: collectors[b].partial() for b in written})
     state = {
         "key": key,
         "run_id": run.run_id,
@@ -558,10 +599,27 @@ def publish_shard(
         "count": refs.count,
         "files": file_stats(out_dir, files),
         "changes": changes,
-        "stats": collector.partial(),
+        "stats": StatsCollector.merged(stats[b] for b in range(count)).partial(),
     }
+    if count > 1:
+        state["blocks"] = {
+            "count": count,
+            "keys": keys,
+            "files": [block_files.get(b, []) for b in range(count)],
+            "stats": [stats[b] for b in range(count)],
+        }
     write_atomic(state_path, json.dumps(state, separators=(",", ":")).encode())
-    return ShardResult(refs=[], computed=len(ordered))
+    return ShardResult(refs=[], computed=len(ordered) - unchanged, cached=unchanged)
+
+
+def remove_unwritten(out_dir: Path, before: dict[str, Any], now: list[str]) -> None:
+    """Delete the files a shard's last publish wrote that this one did not, in the folders it
+    wrote to (a part of a block count no longer used, of a block left empty); the parts of a
+    file format no longer configured stay, as they do for every shard."""
+    folders = {Path(name).parent for name in now}
+    for name in set(before) - set(now):
+        if Path(name).parent in folders:
+            (out_dir / name).unlink(missing_ok=True)
 
 
 def finish_publish(

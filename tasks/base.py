@@ -10,6 +10,7 @@ import json
 import sys
 import tempfile
 import uuid
+import zlib
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
@@ -225,24 +226,39 @@ class RunInfo(BaseModel):
 
 
 class PublishReport(BaseModel):
-    """What a sink wrote: files under the output folder (paths relative to it), and per store
-    the rows it `inserted`, `updated`, left `unchanged` and `deleted`."""
+    """What a sink wrote: files under the output folder (paths relative to it), per store the
+    rows it `inserted`, `updated`, left `unchanged` and `deleted`, and for a shard written in
+    blocks, the files of each block written."""
 
     files: list[str]
     changes: dict[str, dict[str, int]] = {}
+    blocks: dict[int, list[str]] = {}
 
 
 @dataclass(frozen=True)
 class ShardInfo:
     """The shard a `publish_shard` call writes: shard `number` (a file keeps its shard from
-    run to run; new files fill new shards), the `ids` of its records, a `key` that changes
-    whenever any of its records does, and `scratch`, a folder where the sink may leave work
-    for `finish`."""
+    run to run; new files fill new shards), the `ids` of the records it gets, a `key` that
+    changes whenever any record of the shard does, and `scratch`, a folder where the sink may
+    leave work for `finish`.
+
+    For a sink whose `SinkStep.blocks` splits shards, the shard's records fall into `blocks`
+    blocks (`block_of`), and the call gets only the records of the blocks in `written` (in
+    block order, by id within a block): the others are as the sink wrote them last time.
+    `written` is None when the call gets every record of the shard."""
 
     number: int
     key: str
     ids: list[str]
     scratch: Path
+    blocks: int = 1
+    written: tuple[int, ...] | None = None
+
+
+def block_of(doc_id: str, blocks: int) -> int:
+    """The block of a shard that a record belongs to: by a hash of its id, so a record keeps
+    its block while the shard gains and loses others."""
+    return zlib.crc32(doc_id.encode()) % blocks if blocks > 1 else 0
 
 
 @dataclass(frozen=True)
@@ -298,6 +314,13 @@ class SinkStep(Step):
         `ShardInfo.key`, `FINISH_KEY_NAME` for `FinishInfo.key`. Default none: every shard of
         such a sink is published in every run."""
         return {}
+
+    def blocks(self, records: int, previous: int | None) -> int:
+        """How many blocks a shard of `records` records is written in (`previous`: the count its
+        last publish used, None when unknown). With more than one, a changed shard's
+        `publish_shard` gets only the records of its changed blocks and must keep what it wrote
+        for the others. Default 1: every record of a changed shard, every time."""
+        return 1
 
     @classmethod
     def sharded(cls) -> bool:

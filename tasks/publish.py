@@ -14,7 +14,7 @@ from pydantic import Field, field_validator, model_validator
 from textmill.tasks.base import FinishInfo, PublishReport, RunInfo, ShardInfo, SinkStep, StepOptions, shard_key_name
 from textmill.tasks.document import Document
 from textmill.tasks.secrets import has_password
-from textmill.tasks.sinks import PART_SINKS, SQLITE_FILE, Sink, SqliteDelta, SqliteStore, remove_stale_parts
+from textmill.tasks.sinks import PART_SINKS, SQLITE_FILE, BlockParts, Sink, SqliteDelta, SqliteStore, remove_stale_parts
 
 SCHEMA_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
 
@@ -31,6 +31,12 @@ class PublishOptions(StepOptions):
     postgres_schema: str = Field("textmill", description="Schema that holds textmill's tables; created if missing.")
     postgres_batch_size: int = Field(500, ge=1, description="Documents per transaction.")
     postgres_retries: int = Field(5, ge=0, description="Retries of a batch after a lost connection or a conflict.")
+    part_size: int = Field(
+        1024,
+        ge=1,
+        description="Records per part file: a shard of more is written in blocks of about this many "
+        "(by a hash of the id), each its own part, so a changed record rewrites its block's parts only.",
+    )
     postgres_retry_delay: float = Field(
         0.5, ge=0.0, description="First retry delay in seconds; doubles each retry (at most 30 s), plus jitter."
     )
@@ -62,8 +68,9 @@ class PublishOptions(StepOptions):
 class Publisher(SinkStep):
     """Writes each shard's records once through every store; see `tasks/sinks.py` for the layout.
 
-    Per shard: a JSON Lines part, Parquet parts, a delta against `textmill.sqlite`, and upserts
-    into PostgreSQL, each replaced together or not at all. `finish` applies the SQLite deltas,
+    Per shard: a JSON Lines part, Parquet parts (one of each per block when the shard has more
+    than `part_size` records), a delta against `textmill.sqlite`, and upserts into PostgreSQL,
+    each replaced together or not at all. `finish` applies the SQLite deltas,
     removes parts of shards that are gone, and tombstones PostgreSQL rows whose source is gone.
     """
 
@@ -74,6 +81,16 @@ class Publisher(SinkStep):
 
     def outputs_external(self) -> bool:
         return "postgres" in self.options.formats
+
+    def blocks(self, records: int, previous: int | None) -> int:
+        """About `part_size` records a block, in a power of two of blocks. A shard keeps its
+        count while its blocks hold a quarter to twice `part_size` on average, so a shard that
+        grows or shrinks a little is not rewritten whole for a new count."""
+        size = self.options.part_size
+        if previous and previous * size // 4 < records <= previous * size * 2:
+            return previous
+        wanted = -(-records // size)
+        return 1 if wanted <= 1 else 1 << (wanted - 1).bit_length()
 
     def published_keys(self) -> dict[str, str]:
         """The keys the PostgreSQL schema recorded (it is migrated first, so a new one has none)."""
@@ -104,7 +121,12 @@ class Publisher(SinkStep):
                 sink.abort()
             raise
         changes = {fmt: sink.changes for fmt, sink in zip(self.options.formats, sinks) if hasattr(sink, "changes")}
-        return PublishReport(files=[f for s in sinks for f in s.files], changes=changes)
+        blocks: dict[int, list[str]] = {}
+        for sink in sinks:
+            if isinstance(sink, BlockParts):
+                for block, files in sink.block_files.items():
+                    blocks.setdefault(block, []).extend(files)
+        return PublishReport(files=[f for s in sinks for f in s.files], changes=changes, blocks=blocks)
 
     def finish(self, info: FinishInfo, out_dir: Path, run: RunInfo) -> PublishReport:
         changes: dict[str, dict[str, int]] = {}
@@ -164,6 +186,9 @@ class Publisher(SinkStep):
         shard = shard or ShardInfo(number=0, key="", ids=[], scratch=out_dir)
         if fmt == "sqlite":
             return SqliteDelta(out_dir, shard.scratch, shard.number, shard.key)
+        if shard.blocks > 1:
+            number = shard.number
+            return BlockParts(shard, lambda block: PART_SINKS[fmt](out_dir, number, block))
         return PART_SINKS[fmt](out_dir, shard.number)
 
 

@@ -1,9 +1,11 @@
 """Writers for the published outputs, one shard at a time, and the shared SQLite file.
 
 File outputs are datasets of one part per shard (`jsonl/part-00003.jsonl`,
-`documents/part-00003.parquet`, `entities/part-00003.parquet`): a shard's writer writes its
-parts to temporary files and renames them on commit, so a retried publish starts clean, and a
-part whose bytes equal the one already there is not replaced. `textmill.sqlite` is shared by
+`documents/part-00003.parquet`, `entities/part-00003.parquet`), or, for a shard of more than
+`part_size` records, one part per block of the shard (`jsonl/part-00003-005.jsonl`: records
+fall into blocks by a hash of their id), so a changed record rewrites its block's parts only.
+A shard's writer writes its parts to temporary files and renames them on commit, so a retried
+publish starts clean, and a part whose bytes equal the one already there is not replaced. `textmill.sqlite` is shared by
 every shard, so shards do not write it: each writes the rows that differ from it (by a digest
 of the row) to a delta file, and `SqliteStore.finish` applies the deltas, deletes the rows of
 documents that are gone and refreshes `clusters` and `runs`, in one transaction.
@@ -25,7 +27,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from textmill.tasks.atomic import replace_if_changed, temp_beside
-from textmill.tasks.base import RunInfo
+from textmill.tasks.base import RunInfo, ShardInfo, block_of
 from textmill.tasks.document import Document
 
 PARQUET_BATCH = 1000
@@ -98,12 +100,13 @@ def row_hash(row: dict[str, Any], entities: list[dict[str, Any]]) -> str:
     return hashlib.sha256(payload.encode()).hexdigest()
 
 
-def part_name(shard: int) -> str:
-    """A shard's part file name without its suffix; zero-padded, so names sort in shard order."""
-    return f"part-{shard:05d}"
+def part_name(shard: int, block: int | None = None) -> str:
+    """A part file's name without its suffix: a whole shard's, or one block's of a shard
+    written in blocks; zero-padded, so names sort in shard order."""
+    return f"part-{shard:05d}" if block is None else f"part-{shard:05d}-{block:03d}"
 
 
-PART = re.compile(r"^part-(\d{5})\.")
+PART = re.compile(r"^part-(\d{5})(?:-\d{3})?\.")
 # Each file format's parts: folder and suffix.
 PART_FOLDERS = {"jsonl": (("jsonl", ".jsonl"),), "parquet": (("documents", ".parquet"), ("entities", ".parquet"))}
 # The single files of earlier versions, which the part folders replace.
@@ -123,11 +126,48 @@ def remove_stale_parts(out_dir: Path, fmt: str, shards: set[int]) -> None:
         (out_dir / name).unlink(missing_ok=True)
 
 
-class JsonlPart:
-    """`jsonl/part-N.jsonl`: the stable public record, one line per input document of shard N."""
+class BlockParts:
+    """One shard's parts of one file format when the shard is written in blocks: a part per
+    block (`part-N-B`), opened as the block's first record arrives. Records come block by
+    block, so a finished block's buffered rows are written out before the next one starts."""
 
-    def __init__(self, out_dir: Path, shard: int) -> None:
-        self.target = out_dir / "jsonl" / f"{part_name(shard)}.jsonl"
+    def __init__(self, shard: ShardInfo, part: Callable[[int], Any]) -> None:
+        self.shard = shard
+        self.part = part
+        self.parts: dict[int, Any] = {}
+        self.current: Any = None
+
+    @property
+    def files(self) -> list[str]:
+        return [name for part in self.parts.values() for name in part.files]
+
+    @property
+    def block_files(self) -> dict[int, list[str]]:
+        return {block: list(part.files) for block, part in self.parts.items()}
+
+    def write(self, doc: Document) -> None:
+        block = block_of(doc.id, self.shard.blocks)
+        if block not in self.parts:
+            if self.current is not None and hasattr(self.current, "flush"):
+                self.current.flush()
+            self.parts[block] = self.current = self.part(block)
+        self.parts[block].write(doc)
+
+    def commit(self) -> None:
+        for part in self.parts.values():
+            part.commit()
+
+    def abort(self) -> None:
+        for part in self.parts.values():
+            part.abort()
+
+
+class JsonlPart:
+    """`jsonl/part-N.jsonl`: the stable public record, one line per input document of shard N
+    (or of block B of shard N, `part-N-B.jsonl`)."""
+
+    def __init__(self, out_dir: Path, shard: int, block: int | None = None) -> None:
+        self.target = out_dir / "jsonl" / f"{part_name(shard, block)}.jsonl"
         self.files = [self.target.relative_to(out_dir).as_posix()]
         self.tmp = temp_beside(self.target)
         self.fh = self.tmp.open("w", encoding="utf-8")
@@ -146,11 +186,12 @@ class JsonlPart:
 
 
 class ParquetPart:
-    """`documents/part-N.parquet` and `entities/part-N.parquet`, written in batches to bound
-    memory; every part has the same schema, so each folder reads as one table."""
+    """`documents/part-N.parquet` and `entities/part-N.parquet` (or `part-N-B`), written in
+    batches to bound memory; every part has the same schema, so each folder reads as one table."""
 
-    def __init__(self, out_dir: Path, shard: int) -> None:
-        self.targets = [out_dir / "documents" / f"{part_name(shard)}.parquet", out_dir / "entities" / f"{part_name(shard)}.parquet"]
+    def __init__(self, out_dir: Path, shard: int, block: int | None = None) -> None:
+        name = part_name(shard, block)
+        self.targets = [out_dir / "documents" / f"{name}.parquet", out_dir / "entities" / f"{name}.parquet"]
         self.files = [t.relative_to(out_dir).as_posix() for t in self.targets]
         self.tmps = [temp_beside(t) for t in self.targets]
         self.writers = [pq.ParquetWriter(self.tmps[0], DOCUMENT_SCHEMA), pq.ParquetWriter(self.tmps[1], ENTITY_SCHEMA)]

@@ -4,6 +4,7 @@ from __future__ import annotations
 import sqlite3
 import time
 from pathlib import Path
+from typing import Any
 
 import duckdb
 import pandas as pd
@@ -13,6 +14,7 @@ import pytest
 from conftest import published_files
 from flowkit import computed, records, run_flow, set_option, shards_of, task_run_states
 from textmill.flows.store import Store
+from textmill.tasks.base import block_of
 
 pytestmark = pytest.mark.slow
 
@@ -209,3 +211,81 @@ def test_clusters_follow_additions_edits_and_deletions_in_place(
     table = checked_as_built(out)
     assert len(table) == 2, table
     assert set(sqlite_rows(out)) == {p.name for p in seeds_copy.iterdir()}
+
+
+def test_a_shard_larger_than_part_size_is_written_in_blocks_and_a_change_rewrites_only_its_block(
+    prefect_server: None, seeds_copy: Path, config: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Five seeds in one shard, `part_size = 1`: eight blocks by a hash of the id. An edit
+    rewrites the parts of its block and reads no other record; a deletion that empties a block
+    removes its parts; the dataset always equals a publish from scratch."""
+    set_option(config, "run", "shard_size = 5")
+    set_option(config, "steps.publish", "part_size = 1")
+    out = tmp_path / "out"
+    first = run_flow(seeds_copy, out, config, workers=1)
+    ids = sorted(shards_of(out))
+    blocks = {doc_id: block_of(doc_id, 8) for doc_id in ids}
+
+    def block_parts(block: int) -> set[str]:
+        return {f"jsonl/part-00000-{block:03d}.jsonl", f"documents/part-00000-{block:03d}.parquet",
+                f"entities/part-00000-{block:03d}.parquet"}
+
+    before = published_files(out)
+    assert set(before) == {name for b in set(blocks.values()) for name in block_parts(b)} | {"textmill.sqlite"}
+    assert first["published"]["sqlite"] == {"inserted": 5, "updated": 0, "unchanged": 0, "deleted": 0}
+
+    edited = next(p for p in sorted(seeds_copy.iterdir()) if p.name.startswith("003"))
+    edited.write_text(edited.read_text() + "\nA closing line added by the newsroom on a later day.\n")
+    block = blocks[edited.name]
+    neighbours = {doc_id for doc_id, b in blocks.items() if b == block}
+    real_get_doc = Store.get_doc
+    read: list[str] = []
+
+    def get_doc(self: Store, key: str) -> Any:
+        doc = real_get_doc(self, key)
+        read.append(doc.id)
+        return doc
+
+    monkeypatch.setattr(Store, "get_doc", get_doc)
+    second = run_flow(seeds_copy, out, config, workers=1)
+    after = published_files(out)
+    changed = {name for name in after if after[name] != before[name]}
+    assert changed <= block_parts(block) | {"textmill.sqlite"} and f"jsonl/part-00000-{block:03d}.jsonl" in changed
+    assert (second["steps"]["publish"]["computed"], second["steps"]["publish"]["cached"]) == (len(neighbours), 5 - len(neighbours))
+    assert second["published"]["sqlite"] == {"inserted": 0, "updated": 1, "unchanged": 4, "deleted": 0}
+    assert set(read) <= neighbours, "the steps read the edited record, and the publish only the records of its block"
+    assert "A closing line added" in records(out)[edited.name]["text"]
+    monkeypatch.undo()
+
+    alone = [doc_id for doc_id in ids if list(blocks.values()).count(blocks[doc_id]) == 1 and doc_id != edited.name]
+    (seeds_copy / alone[0]).unlink()
+    third = run_flow(seeds_copy, out, config, workers=1)
+    assert third["published"]["sqlite"]["deleted"] == 1
+    assert not block_parts(blocks[alone[0]]) & set(published_files(out)), "the emptied block's parts are gone"
+
+    scratch = tmp_path / "scratch"
+    run_flow(seeds_copy, scratch, config, workers=1)
+    assert records(out) == records(scratch)
+    assert sqlite_rows(out) == sqlite_rows(scratch)
+    for folder in ("documents", "entities"):
+        assert sorted(duckdb.sql(f"SELECT * FROM '{out}/{folder}/*.parquet'").fetchall()) == sorted(
+            duckdb.sql(f"SELECT * FROM '{scratch}/{folder}/*.parquet'").fetchall()
+        )
+
+    set_option(config, "steps.publish", "part_size = 1024")
+    run_flow(seeds_copy, out, config, workers=1)
+    assert set(published_files(out)) == parts_of(out, 0) | {"textmill.sqlite"}, "the blocks' parts gave way to the shard's"
+    assert records(out) == records(scratch)
+
+
+@pytest.mark.parametrize(
+    ("records_", "previous", "expected"),
+    [(1, None, 1), (1024, None, 1), (1025, None, 2), (1563, None, 2), (15_625, None, 16),
+     (2048, 1, 1), (2049, 1, 4), (600, 2, 2), (512, 2, 1), (4096, 2, 2), (4097, 2, 8)],
+)
+def test_a_shard_keeps_its_block_count_while_its_blocks_hold_a_quarter_to_twice_part_size(
+    records_: int, previous: int | None, expected: int
+) -> None:
+    from textmill.tasks.publish import Publisher
+
+    assert Publisher().blocks(records_, previous) == expected
