@@ -5,10 +5,11 @@ File outputs are datasets of one part per shard (`jsonl/part-00003.jsonl`,
 `part_size` records, one part per block of the shard (`jsonl/part-00003-005.jsonl`: records
 fall into blocks by a hash of their id), so a changed record rewrites its block's parts only.
 A shard's writer writes its parts to temporary files and renames them on commit, so a retried
-publish starts clean, and a part whose bytes equal the one already there is not replaced. `textmill.sqlite` is shared by
-every shard, so shards do not write it: each writes the rows that differ from it (by a digest
-of the row) to a delta file, and `SqliteStore.finish` applies the deltas, deletes the rows of
-documents that are gone and refreshes `clusters` and `runs`, in one transaction.
+publish starts clean, and a part whose bytes equal the one already there is not replaced.
+`textmill.sqlite` is shared by every shard, so shards do not write it: each writes the rows
+that differ from it (by a digest of the row) to a delta file, and `SqliteStore.finish` applies
+the deltas, deletes the rows of documents that are gone and refreshes `clusters` and `runs`,
+in one transaction.
 """
 from __future__ import annotations
 
@@ -106,7 +107,7 @@ def part_name(shard: int, block: int | None = None) -> str:
     return f"part-{shard:05d}" if block is None else f"part-{shard:05d}-{block:03d}"
 
 
-PART = re.compile(r"^part-(\d{5})(?:-\d{3})?\.")
+PART = re.compile(r"^part-(\d{5})(?:-\d{3,})?\.")
 # Each file format's parts: folder and suffix.
 PART_FOLDERS = {"jsonl": (("jsonl", ".jsonl"),), "parquet": (("documents", ".parquet"), ("entities", ".parquet"))}
 # The single files of earlier versions, which the part folders replace.
