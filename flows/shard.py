@@ -562,7 +562,8 @@ def publish_shard(
     if count > 1 and last is not None and last["count"] == count:
         kept = {b for b in range(count) if last["keys"][b] == keys[b]}
     written = [b for b in range(count) if b not in kept]
-    report(sum(len(members[b]) for b in kept))
+    unchanged = sum(len(members[b]) for b in kept)
+    report(unchanged)
     collectors = {b: StatsCollector() for b in written}
 
     def records() -> Iterator[Document]:
@@ -585,7 +586,6 @@ def publish_shard(
             block_files[b] = published.blocks.get(b, []) if count > 1 else published.files
     for _ in docs:  # whatever the sink did not read still counts in the statistics
         pass
-    unchanged = sum(len(members[b]) for b in kept)
     for counts in changes.values():
         counts["unchanged"] = counts.get("unchanged", 0) + unchanged
     files = sorted({name for b in range(count) for name in block_files.get(b, [])})
