@@ -557,9 +557,9 @@ def publish_shard(
     keys = [
         digest_lines([PUBLISH_LAYOUT, fingerprint, str(shard_no), f"{b}/{count}", *(f"{r.id} {r.key} {r.status}" for r in block)])
         for b, block in enumerate(members)
-    ]
+    ] if count > 1 else []
     kept = set()
-    if count > 1 and last is not None and last["count"] == count:
+    if keys and last is not None and last["count"] == count:
         kept = {b for b in range(count) if last["keys"][b] == keys[b]}
     written = [b for b in range(count) if b not in kept]
     unchanged = sum(len(members[b]) for b in kept)
