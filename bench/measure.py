@@ -211,8 +211,9 @@ def measure_tree(
     memory_cap: int | None = None,
 ) -> dict[str, Any]:
     """Like `measure`, and the peak RSS of every process of the run's tree, sampled every
-    `interval` seconds with psutil (`processes`: role, pid, peak MB); `peak_rss_mb` is the
-    largest of them and of what `os.wait4` reports. `memory_cap` limits the child's address space."""
+    `interval` seconds with psutil (`processes`: role, pid, peak MB and the second of the run it
+    was seen at, to tell which stage peaked); `peak_rss_mb` is the largest of them and of what
+    `os.wait4` reports. `memory_cap` limits the child's address space."""
     import resource
     import threading
 
@@ -223,8 +224,9 @@ def measure_tree(
             resource.setrlimit(resource.RLIMIT_AS, (memory_cap, memory_cap))
 
     sink = open(log, "ab") if log is not None else subprocess.DEVNULL
-    peaks: dict[int, tuple[str, float]] = {}
+    peaks: dict[int, tuple[str, float, float]] = {}
     done = threading.Event()
+    started = time.perf_counter()
 
     def sample(root: int) -> None:
         try:
@@ -241,8 +243,9 @@ def measure_tree(
                     rss = proc.memory_info().rss / 1024 / 1024
                 except (psutil.NoSuchProcess, psutil.AccessDenied):
                     continue
-                role, peak = peaks.get(proc.pid) or (process_role(proc, root), 0.0)
-                peaks[proc.pid] = (role, max(peak, rss))
+                role, peak, at = peaks.get(proc.pid) or (process_role(proc, root), 0.0, 0.0)
+                if rss > peak:
+                    peaks[proc.pid] = (role, rss, time.perf_counter() - started)
             done.wait(interval)
 
     try:
@@ -261,7 +264,10 @@ def measure_tree(
     if proc.returncode != 0:
         tail = log.read_text(errors="replace")[-2000:] if log is not None else ""
         raise CommandFailed(f"{label}: `{' '.join(argv)}` exited {proc.returncode}\n{tail}")
-    processes = [{"role": role, "pid": pid, "peak_rss_mb": round(peak, 1)} for pid, (role, peak) in sorted(peaks.items())]
+    processes = [
+        {"role": role, "pid": pid, "peak_rss_mb": round(peak, 1), "peak_at_s": round(at, 1)}
+        for pid, (role, peak, at) in sorted(peaks.items())
+    ]
     return {
         "label": label,
         "wall_s": wall,

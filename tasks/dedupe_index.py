@@ -54,6 +54,9 @@ from textmill.tasks.dedupe_bands import (
 BUCKET_REACH = 64
 # Pairs verified at once: bounds the temporary arrays (num_perm bytes per pair).
 VERIFY_CHUNK = 65_536
+# Banded rows whose candidate pairs are enumerated at once (at most BUCKET_REACH pairs per
+# row): bounds a partition's memory when its rows grow with the corpus.
+CHUNK_ROWS = 32_768
 STATE_FILE = "state.json"
 
 _ROWS = ("key", "size", "src", "row")
@@ -102,21 +105,38 @@ class Reuse:
     def take(self, selector: np.ndarray) -> Reuse:
         return Reuse(self.new[selector], self.clean[selector], self.links)
 
-    def was_link(self, rows: Arrays, keys: np.ndarray, first: np.ndarray, second: np.ndarray) -> np.ndarray:
-        """Whether each pair `(first, second)` of `rows` was a link of bucket `keys[first]`."""
-        if not len(first) or not len(self.links):
-            return np.zeros(len(first), dtype=bool)
+    def kept_links(self, rows: Arrays) -> Arrays:
+        """Last run's links of clean buckets whose two members are still within `BUCKET_REACH`
+        of each other in `rows` (banded rows in bucket order). Members only join a clean
+        bucket and keep their order, so these are exactly the pairs of two old members a
+        rebuild would verify and link again: they are kept without reading signatures, at a
+        cost that follows the links, not the pairs of the touched buckets."""
         links = self.links
-        had = set(
-            zip(
-                links["key"].tolist(),
-                _codes(links["a_src"], links["a_row"]).tolist(),
-                _codes(links["b_src"], links["b_row"]).tolist(),
-            )
-        )
-        a = _codes(rows["src"][first], rows["row"][first]).tolist()
-        b = _codes(rows["src"][second], rows["row"][second]).tolist()
-        return np.fromiter((pair in had for pair in zip(keys[first].tolist(), a, b)), dtype=bool, count=len(first))
+        keys = rows["key"]
+        if not len(links) or not len(keys):
+            return Arrays.concat([], _LINKS, _LINK_TYPES)
+        starts = np.flatnonzero(np.r_[True, keys[1:] != keys[:-1]])
+        bucket_keys = keys[starts]
+        bucket = np.repeat(np.arange(len(starts), dtype=np.int64), np.diff(np.r_[starts, len(keys)]))
+        codes = _codes(rows["src"], rows["row"])
+        docs = np.unique(codes)
+        # A document is in a bucket at most once, so (bucket, document) names a row.
+        slots = bucket * len(docs) + np.searchsorted(docs, codes)
+        order = np.argsort(slots)
+        sorted_slots = slots[order]
+
+        def position(key: np.ndarray, code: np.ndarray) -> np.ndarray:
+            b = np.minimum(np.searchsorted(bucket_keys, key), len(bucket_keys) - 1)
+            d = np.minimum(np.searchsorted(docs, code), len(docs) - 1)
+            at = np.minimum(np.searchsorted(sorted_slots, b * len(docs) + d), len(sorted_slots) - 1)
+            found = (bucket_keys[b] == key) & (docs[d] == code) & (sorted_slots[at] == b * len(docs) + d)
+            return np.where(found, order[at], -1)
+
+        a = position(links["key"], _codes(links["a_src"], links["a_row"]))
+        b = position(links["key"], _codes(links["b_src"], links["b_row"]))
+        keep = (a >= 0) & (b >= 0)
+        keep[keep] &= (b[keep] - a[keep] >= 1) & (b[keep] - a[keep] <= BUCKET_REACH) & self.clean[a[keep]]
+        return _pairs(rows, keys[a[keep]], a[keep], b[keep])
 
 
 _ROW_TYPES = {"key": np.uint64, "size": np.uint32, "src": np.int64, "row": np.int64}
@@ -293,12 +313,31 @@ def _links(
 
     is_banded = (slots != CENSUS) & (slots != EMPTY)
     if np.count_nonzero(is_banded) > 1:
-        found.extend(
-            _verified_band_links(
-                layout, thresholds, rows.take(is_banded), bundles, None if reuse is None else reuse.take(is_banded)
+        banded = rows.take(is_banded)
+        if reuse is not None:
+            reuse = reuse.take(is_banded)
+            found.append(reuse.kept_links(banded))
+        for chunk in _bucket_chunks(banded["key"], CHUNK_ROWS):
+            found.extend(
+                _verified_band_links(
+                    layout, thresholds, banded.take(chunk), bundles, None if reuse is None else reuse.take(chunk)
+                )
             )
-        )
     return Arrays.concat(found, _LINKS, _LINK_TYPES)
+
+
+def _bucket_chunks(keys: np.ndarray, limit: int) -> list[slice]:
+    """Consecutive runs of whole buckets of about `limit` rows (a larger bucket is a run of its
+    own): the candidate pairs of a partition are enumerated and verified one run at a time, so
+    their arrays stay bounded however many rows the partition holds."""
+    starts = np.flatnonzero(np.r_[True, keys[1:] != keys[:-1]])
+    chunks, begin = [], 0
+    while begin < len(keys):
+        at = int(np.searchsorted(starts, begin + limit))
+        end = int(starts[at]) if at < len(starts) else len(keys)
+        chunks.append(slice(begin, end))
+        begin = end
+    return chunks
 
 
 def _pairs(rows: Arrays, keys: np.ndarray, a: np.ndarray, b: np.ndarray) -> Arrays:
@@ -312,9 +351,9 @@ def _verified_band_links(
 ) -> list[Arrays]:
     """Pairs of each bucket (within `BUCKET_REACH`) that the banding rules make candidates,
     then verified from the signatures of their members only (read once per shard). With
-    `reuse`, a candidate pair of two old members of a bucket that lost none is not verified:
-    it was a candidate last run too (members only join such a bucket, so the members between
-    two old ones only grow), and it is a link exactly when it was one then."""
+    `reuse`, the pairs of two old members of a bucket that lost none are left out: such a pair
+    was a candidate last run too (members only join such a bucket, so the members between two
+    old ones only grow), and it is a link exactly when it was one then (`Reuse.kept_links`)."""
     keys = rows["key"]
     starts = np.flatnonzero(np.r_[True, keys[1:] != keys[:-1]])
     counts = np.diff(np.r_[starts, len(keys)])
@@ -328,9 +367,15 @@ def _verified_band_links(
     xqs = np.array(layout.xqs, dtype=np.float64)
     params = np.array(layout.params, dtype=np.int64).reshape(-1, 2)
 
+    # Which rows' pairs are enumerated: all of them, or in an update those with a new member
+    # or in a bucket that lost one.
+    fresh = None if reuse is None else reuse.new | ~reuse.clean
     firsts, seconds, forwards, backwards = [], [], [], []
     for distance in range(1, min(BUCKET_REACH, int(counts.max()) - 1) + 1):
-        first = np.flatnonzero(bucket[:-distance] == bucket[distance:])
+        same = bucket[:-distance] == bucket[distance:]
+        if fresh is not None:
+            same &= fresh[:-distance] | reuse.new[distance:]
+        first = np.flatnonzero(same)
         second = first + distance
         forward = backward = np.zeros(len(first), dtype=bool)
         if thresholds.containment is not None:
@@ -345,11 +390,6 @@ def _verified_band_links(
     first, second = np.concatenate(firsts), np.concatenate(seconds)
     forward, backward = np.concatenate(forwards), np.concatenate(backwards)
     found: list[Arrays] = []
-    if reuse is not None:
-        settled = ~reuse.new[first] & ~reuse.new[second] & reuse.clean[first]
-        kept = np.flatnonzero(settled)[reuse.was_link(rows, keys, first[settled], second[settled])]
-        found.append(_pairs(rows, keys[first[kept]], first[kept], second[kept]))
-        first, second, forward, backward = first[~settled], second[~settled], forward[~settled], backward[~settled]
     if not len(first):
         return found
 

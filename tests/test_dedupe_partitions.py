@@ -26,6 +26,7 @@ from textmill.tasks.dedupe_bands import (
     read_partition_rows,
     read_touched_rows,
 )
+from textmill.tasks import dedupe_index
 from textmill.tasks.dedupe_index import BUCKET_REACH, Reuse
 from textmill.tasks.document import Document
 
@@ -200,13 +201,54 @@ def test_an_added_bundle_reuses_old_links_and_equals_a_rebuild(
     assert any("p-late" in pair for pair in linked)
 
     with monkeypatch.context() as patched:  # old verdicts forgotten: links are lost, so they are reused
-        patched.setattr(Reuse, "was_link", lambda self, rows, keys, a, b: np.zeros(len(a), dtype=bool))
+        patched.setattr(Reuse, "kept_links", lambda self, rows: self.links.take(np.zeros(0, dtype=np.int64)))
         partials(first, tmp_path / "fault")
         assert partials(folders, tmp_path / "fault") != updated
 
     shutil.rmtree(first[0])
     rest = [f for f in folders if f != first[0]]
     assert partials(rest, tmp_path / "state") == partials(rest, tmp_path / "fresh-2")
+
+
+def test_bucket_chunks_are_whole_buckets_covering_every_row() -> None:
+    keys = np.repeat(np.arange(8, dtype=np.uint64), [1, 3, 9, 2, 2, 40, 1, 5])
+    chunks = dedupe_index._bucket_chunks(keys, 4)
+    assert chunks[0].start == 0 and chunks[-1].stop == len(keys)
+    assert all(a.stop == b.start for a, b in zip(chunks, chunks[1:]))
+    for chunk in chunks:
+        assert chunk.start == 0 or keys[chunk.start - 1] != keys[chunk.start]
+    assert [c.stop - c.start for c in chunks] == [4, 9, 4, 40, 6]
+
+
+def test_pairs_enumerated_a_few_buckets_at_a_time_give_the_same_partials(
+    corpus: dict[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A partition enumerates and verifies its candidate pairs in runs of whole buckets, so its
+    memory stays bounded: runs of a few rows (a bucket past BUCKET_REACH alone in its run) give
+    the same partials as one run, when the index is built and when it is updated."""
+    words = article("politics/290.txt")
+    pages = {}
+    for i in range(2 * BUCKET_REACH + 10):
+        page = list(words)
+        page[10] = f"page{i}"
+        pages[f"p{i:04d}"] = " ".join(page)
+    step = Deduplicator()
+    partitions = 2
+    first = bundles(tmp_path / "v1", summaries({**corpus, **pages}), 3, partitions, step)
+    late = {"p-late": pages["p0007"].replace("page7", "late"), "a-late": corpus["a"] + " with a line the wire added"}
+    folders = sorted([*first, *bundles(tmp_path / "v2", summaries(late), 1, partitions, step)], key=lambda f: f.name)
+
+    def build_and_update(state: Path) -> list[dict[str, Any]]:
+        built = [step.reduce(p, first, state / f"p{p}") for p in range(partitions)]
+        return built + [step.reduce(p, folders, state / f"p{p}") for p in range(partitions)]
+
+    whole = build_and_update(tmp_path / "whole")
+    runs: list[int] = []
+    chunks = dedupe_index._bucket_chunks
+    monkeypatch.setattr(dedupe_index, "CHUNK_ROWS", 5)
+    monkeypatch.setattr(dedupe_index, "_bucket_chunks", lambda keys, limit: runs.append(len(c := chunks(keys, limit))) or c)
+    assert build_and_update(tmp_path / "chunked") == whole
+    assert max(runs) > 10
 
 
 def test_bundle_keeps_the_summaries_for_apply(corpus: dict[str, str], tmp_path: Path) -> None:
