@@ -11,9 +11,11 @@ Between runs the partition keeps its links (tagged with their bucket keys, with 
 members' ids and ranking fields) in its state folder, with the bundles they came from. A
 later run recomputes only the buckets whose membership changed: every key of a row in a
 bundle that is new, or in one that is gone (read from that bundle while it still exists);
-the links of the other buckets are kept. In a touched bucket that lost no member, a pair of
-two old members is not verified again: it is a link exactly when it was one. A bucket's links
-depend on its members only, so the result equals a rebuild over the same bundles. The rows
+the links of the other buckets are kept. In a touched bucket that lost no member, the pairs
+of two old members are not enumerated: last run's links among them that are still within
+reach are kept (`Reuse.kept_links`), and only pairs with a new member are verified. A bucket's
+links depend on its members only, so the result equals a rebuild over the same bundles.
+Pairs are enumerated a run of whole buckets at a time (`CHUNK_ROWS`), so memory stays bounded. The rows
 themselves are not kept: the bundles hold them, each partition's batch sorted by key, so an
 update takes from an unchanged bundle only the rows of touched buckets (binary search) and its
 census tail, instead of concatenating and scanning every row of the partition (a sorted copy
