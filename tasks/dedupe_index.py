@@ -48,6 +48,7 @@ from textmill.tasks.dedupe_bands import (
     read_partition_rows,
     read_signatures,
     read_touched_rows,
+    release_memory,
     size_bucket,
 )
 
@@ -155,7 +156,17 @@ def reduce_partition(
     layout: BandLayout, thresholds: Thresholds, partition: int, bundles: list[Path], state: Path
 ) -> dict[str, Any]:
     """The partial index of `partition`: links as id pairs, the ranking fields of their members,
-    and the counts of documents and exact copies; updates `state` for the next run."""
+    and the counts of documents and exact copies; updates `state` for the next run. What the
+    reduce held is given back before the process goes on to other work."""
+    try:
+        return _reduce(layout, thresholds, partition, bundles, state)
+    finally:
+        release_memory()
+
+
+def _reduce(
+    layout: BandLayout, thresholds: Thresholds, partition: int, bundles: list[Path], state: Path
+) -> dict[str, Any]:
     bundles = sorted(bundles, key=lambda b: b.name)
     source = {folder.name: i for i, folder in enumerate(bundles)}
     keep_rows_open(bundles)

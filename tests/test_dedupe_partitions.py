@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import hashlib
+import re
 import shutil
 import time
 from pathlib import Path
@@ -249,6 +250,33 @@ def test_pairs_enumerated_a_few_buckets_at_a_time_give_the_same_partials(
     monkeypatch.setattr(dedupe_index, "_bucket_chunks", lambda keys, limit: runs.append(len(c := chunks(keys, limit))) or c)
     assert build_and_update(tmp_path / "chunked") == whole
     assert max(runs) > 10
+
+
+def resident_kb(path: Path) -> int:
+    """This process's resident kilobytes of the maps of `path` (Linux's /proc/self/smaps)."""
+    total, inside = 0, False
+    for line in Path("/proc/self/smaps").read_text().splitlines():
+        if re.match(r"[0-9a-f]+-[0-9a-f]+ ", line):
+            inside = line.rstrip().endswith(str(path))
+        elif inside and line.startswith("Rss:"):
+            total += int(line.split()[1])
+    return total
+
+
+@pytest.mark.skipif(not Path("/proc/self/smaps").exists(), reason="needs Linux's /proc/self/smaps")
+def test_a_reduce_gives_back_the_signature_pages_it_read(corpus: dict[str, str], tmp_path: Path) -> None:
+    """A worker reduces its partitions, then goes on to other stages: the signatures it read
+    (every shard's, on a large corpus) do not stay resident in it."""
+    step = Deduplicator()
+    folders = bundles(tmp_path, summaries(corpus), 1, 1, step)
+    signatures = folders[0] / dedupe_bands.SIGNATURES_FILE
+    dedupe_bands.read_signatures(folders[0], np.arange(len(corpus)))
+    assert resident_kb(signatures) > 0
+    dedupe_bands.release_memory()
+    assert resident_kb(signatures) == 0
+    step.reduce(0, folders, tmp_path / "state")
+    assert resident_kb(signatures) == 0
+    assert len(dedupe_bands.read_signatures(folders[0], np.arange(len(corpus)))) == len(corpus)
 
 
 def test_bundle_keeps_the_summaries_for_apply(corpus: dict[str, str], tmp_path: Path) -> None:
