@@ -15,12 +15,12 @@ the links of the other buckets are kept. In a touched bucket that lost no member
 of two old members are not enumerated: last run's links among them that are still within
 reach are kept (`Reuse.kept_links`), and only pairs with a new member are verified. A bucket's
 links depend on its members only, so the result equals a rebuild over the same bundles.
-Pairs are enumerated a run of whole buckets at a time (`CHUNK_ROWS`), so memory stays bounded. The rows
-themselves are not kept: the bundles hold them, each partition's batch sorted by key, so an
-update takes from an unchanged bundle only the rows of touched buckets (binary search) and its
-census tail, instead of concatenating and scanning every row of the partition (a sorted copy
-per partition cost more to sort and write each run; the rows files stay open for the
-partitions a worker reduces in turn).
+Pairs are enumerated a run of whole buckets at a time (`CHUNK_ROWS`), so memory stays
+bounded. The rows themselves are not kept: the bundles hold them, each partition's batch
+sorted by key, so an update takes from an unchanged bundle only the rows of touched buckets
+(binary search) and its census tail, instead of concatenating and scanning every row of the
+partition (a sorted copy per partition cost more to sort and write each run; the rows files
+stay open for the partitions a worker reduces in turn).
 """
 from __future__ import annotations
 
