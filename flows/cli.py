@@ -138,11 +138,15 @@ def run(
         except ConfigError as exc:
             fail(str(exc), code=2)
     check_database(cfg, publish)
-    _, task_runner = chosen_task_runner(cfg, runner, dask_address, workers)
+    kind, task_runner = chosen_task_runner(cfg, runner, dask_address, workers)
     if server is not None:
-        from textmill.flows.scan import scan_ahead
+        from textmill.flows.scan import scan_ahead, scan_found_changes
 
         scan_ahead(corpus, out)  # discovery, while the server finishes booting (flows/scan.py)
+        if kind == "processes" and scan_found_changes(corpus, out):
+            from textmill.flows.runners import prepare_fork_server
+
+            prepare_fork_server()  # workers' imports, while the server finishes booting
         try:
             server.wait_until_ready()
         except Exception as exc:  # noqa: BLE001 - one line for the user, the traceback with --verbose

@@ -33,6 +33,8 @@ DEADLINE_SECONDS = 4.0
 REPORT_SECONDS = 2.0
 DISPLAY_SECONDS = 1.0
 CLI_PID_ENV = "TEXTMILL_CLI_PID"
+# The fork server the CLI starts for its workers (`textmill.flows.runners.prepare_fork_server`).
+FORK_SERVER_ENV = "TEXTMILL_FORK_SERVER_OF"
 
 
 def exit_on_interrupt(stop_display: Callable[[], None]) -> None:
@@ -72,8 +74,12 @@ def exit_on_interrupt(stop_display: Callable[[], None]) -> None:
 
 def ignore_interrupt_in_cli_worker() -> None:
     """In a worker process that `textmill run` started (a multiprocessing child of the process
-    that set CLI_PID_ENV), leave Ctrl-C to the parent: it stops the workers itself."""
-    if "--multiprocessing-fork" in sys.orig_argv and os.environ.get(CLI_PID_ENV) == str(os.getppid()):
+    that set CLI_PID_ENV, or forked from the fork server it started), leave Ctrl-C to the
+    parent: it stops the workers itself."""
+    cli = os.environ.get(CLI_PID_ENV)
+    spawned = "--multiprocessing-fork" in sys.orig_argv and cli == str(os.getppid())
+    forked = cli is not None and os.environ.get(FORK_SERVER_ENV) == cli and cli != str(os.getpid())
+    if spawned or forked:
         signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import atexit
 import concurrent.futures
 import multiprocessing
+import multiprocessing.forkserver
 import os
 import sys
 import threading
@@ -29,7 +30,7 @@ from prefect.utilities.annotations import quote
 
 from textmill.flows import progress
 from textmill.flows.apiserver import temporary_api_url
-from textmill.flows.interrupt import ignore_interrupt_in_cli_worker
+from textmill.flows.interrupt import FORK_SERVER_ENV, ignore_interrupt_in_cli_worker
 from textmill.tasks.base import ConfigError
 
 RUNNERS = ("processes", "threads", "dask")
@@ -115,9 +116,11 @@ class ShardProcessRunner(ServesCacheWithoutRuns, ProcessPoolTaskRunner):
     - On a server nobody watches, a task Prefect would serve from its cache gets no task run at
       all (`ServesCacheWithoutRuns`).
 
-    Worker processes start on the first task sent to them (spawn), inherit the environment
-    (PREFECT_API_URL included, so their task runs report to the run's server) and stay until
-    the flow run ends.
+    Worker processes start on the first task sent to them and stay until the flow run ends.
+    They are forked from the fork server the CLI started while the temporary server booted
+    (`prepare_fork_server`), which imported Prefect and textmill once, or else spawned (each
+    importing them itself, about 1.7 s before its first task); either way they have the CLI's
+    environment (PREFECT_API_URL included, so their task runs report to the run's server).
     """
 
     def __init__(self, max_workers: int | None = None) -> None:
@@ -141,6 +144,17 @@ class ShardProcessRunner(ServesCacheWithoutRuns, ProcessPoolTaskRunner):
         self._progress_thread.start()
         self._threads = ThreadPoolTaskRunner(max_workers=default_workers("threads")).__enter__()
         super().__enter__()
+        context = fork_server_context()
+        if context is not None:
+            # Prefect's pool spawns; the same pool (no process has started yet), forked instead.
+            spawning = self._executor
+            self._executor = concurrent.futures.ProcessPoolExecutor(
+                max_workers=self._max_workers,
+                mp_context=context,
+                initializer=spawning._initializer,
+                initargs=spawning._initargs,
+            )
+            spawning.shutdown(wait=False)
         return self
 
     def __exit__(self, exc_type: Any, exc_value: Any, traceback: Any) -> None:
@@ -201,6 +215,43 @@ def cached_future(task: Any, parameters: dict[str, Any]) -> PrefectConcurrentFut
     future = PrefectConcurrentFuture(uuid.uuid4(), done)
     future.wait()  # takes the final state from the done future: `state` never asks the API for a run that has none
     return future
+
+
+# Modules a worker process needs for its first task, imported once in the fork server (with
+# the installed steps' modules).
+FORK_SERVER_PRELOAD = ("textmill.flows.pipeline",)
+# `off` in the environment: spawn every worker (for comparison, or should forking ever misbehave).
+FORK_SERVER_SWITCH = "TEXTMILL_FORK_SERVER"
+_fork_server_api: list[str | None] = []
+
+
+def prepare_fork_server() -> None:
+    """Start the fork server this process's worker processes will be forked from, and let it
+    import Prefect and textmill now (Linux only; a no-op elsewhere).
+
+    A spawned worker imports them itself before its first task, about 1.7 s per worker on the
+    run's critical path, every run. The CLI calls this while it waits for its temporary server,
+    when a core is idle, and only when the scan found files to read (a run with nothing to
+    compute starts no worker, and would pay the import for nothing). The fork server keeps the
+    environment of this moment; a pool made after PREFECT_API_URL changed spawns instead.
+    """
+    if not sys.platform.startswith("linux") or _fork_server_api or os.environ.get(FORK_SERVER_SWITCH) == "off":
+        return
+    from textmill.tasks.registry import load_registry
+
+    steps = sorted({cls.__module__ for cls in load_registry().values()})  # a worker loads every step's
+    os.environ[FORK_SERVER_ENV] = str(os.getpid())
+    multiprocessing.get_context("forkserver").set_forkserver_preload([*FORK_SERVER_PRELOAD, *steps])
+    multiprocessing.forkserver.ensure_running()
+    _fork_server_api.append(os.environ.get("PREFECT_API_URL"))
+
+
+def fork_server_context() -> Any:
+    """The forkserver context when `prepare_fork_server` started one whose environment still
+    names this process's API; None otherwise (the pool spawns)."""
+    if not _fork_server_api or _fork_server_api[0] != os.environ.get("PREFECT_API_URL"):
+        return None
+    return multiprocessing.get_context("forkserver")
 
 
 def start_worker(queue: Any, parent_api_url: str | None) -> None:

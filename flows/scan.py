@@ -64,6 +64,15 @@ def scan_ahead(corpus: Path, out: Path) -> None:
     _ahead[scan_key(corpus, out)] = scan
 
 
+def scan_found_changes(corpus: Path, out: Path) -> bool:
+    """Whether the scan made ahead found files that are new, changed or gone since the last
+    scan (so the run will read or drop documents); True when there is no scan to ask."""
+    scan = _ahead.get(scan_key(corpus, out))
+    if scan is None:
+        return True
+    return scan.report.hashed > 0 or scan.report.unchanged < len(scan.hashes.previous)
+
+
 def take_scan(corpus: str, out: str) -> CorpusScan | None:
     """The scan made ahead for this flow run, once; None when there is none."""
     return _ahead.pop(scan_key(corpus, out), None)

@@ -182,7 +182,7 @@ def test_ctrl_c_stops_within_5_s_with_one_line_and_the_next_run_resumes(config_c
     while not read_some(out):
         assert run.poll() is None and time.monotonic() < deadline, run.communicate()
         time.sleep(0.05)
-    workers = [child for child in psutil.Process(run.pid).children() if "--multiprocessing-fork" in child.cmdline()]
+    workers = worker_processes(run.pid)
     assert workers, "the shards run in worker processes"
     os.killpg(run.pid, signal.SIGINT)
     interrupted = time.monotonic()
@@ -202,6 +202,16 @@ def test_ctrl_c_stops_within_5_s_with_one_line_and_the_next_run_resumes(config_c
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["read"]["cached"] + manifest["steps"]["clean"]["cached"] > 0
     assert manifest["documents"] == 300
+
+
+def worker_processes(cli: int) -> list[psutil.Process]:
+    """The CLI's worker processes, spawned or forked from its fork server (the server included)."""
+    found = []
+    for child in psutil.Process(cli).children(recursive=True):
+        command = " ".join(child.cmdline())
+        if "--multiprocessing-fork" in command or "multiprocessing.forkserver" in command:
+            found.append(child)
+    return found
 
 
 # --- progress, summary and the updated count ----------------------------------------------------

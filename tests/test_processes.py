@@ -12,6 +12,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TypeVar
 
+import psutil
 import pytest
 
 from bench.synth import generate
@@ -21,6 +22,8 @@ from textmill.flows.config import RunSection
 from textmill.flows.gc import RunRecord
 from textmill.flows.pipeline import Runner, textmill
 from textmill.flows.progress import set_listener
+from textmill.flows import runners
+from textmill.flows.interrupt import FORK_SERVER_ENV
 from textmill.flows.runners import ShardProcessRunner, make_task_runner
 from textmill.flows.shard import Paths
 
@@ -96,14 +99,23 @@ def config_with(
     return path
 
 
-def with_children_watched(run: Callable[[], T]) -> tuple[T, set[int]]:
-    """`run()`'s result and the ids of the multiprocessing children seen while it ran."""
+def with_children_watched(run: Callable[[], T], parents: set[int] | None = None) -> tuple[T, set[int]]:
+    """`run()`'s result and the ids of the multiprocessing children seen while it ran (their
+    parents' ids added to `parents`)."""
     seen: set[int] = set()
     done = threading.Event()
 
     def watch() -> None:
         while not done.wait(0.05):
-            seen.update(child.pid for child in multiprocessing.active_children())
+            for child in multiprocessing.active_children():
+                if child.pid is None or child.pid in seen:
+                    continue
+                seen.add(child.pid)
+                if parents is not None:
+                    try:
+                        parents.add(psutil.Process(child.pid).ppid())
+                    except psutil.NoSuchProcess:
+                        pass
 
     watcher = threading.Thread(target=watch, daemon=True)
     watcher.start()
@@ -163,6 +175,42 @@ def test_worker_processes_give_the_same_corpus_as_threads(
     assert set(states.values()) == {"Completed"}, states
     for stage in per_shard:
         assert {name for name in states if re.fullmatch(rf"{stage}-\d+", name)} == {f"{stage}-{n}" for n in range(shards)}
+
+
+def test_workers_forked_from_the_fork_server_give_the_same_corpus(
+    prefect_server: None, log_steps: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Once the CLI has started its fork server (`prepare_fork_server`, which imports Prefect,
+    textmill and every installed step in it), the worker processes are forked from it: the
+    corpus is the thread runner's and each worker sets each step up once."""
+    monkeypatch.setattr(runners, "_fork_server_api", [])
+    monkeypatch.setenv(FORK_SERVER_ENV, "")
+    corpus = tmp_path / "corpus"
+    generate(shared_path("corpora", "bbc"), corpus, 40, seed=302, exact_rate=0.1, near_rate=0.1)
+    log = tmp_path / "setups.log"
+    config = str(config_with(tmp_path, "config", log, 10))
+    threads = textmill.with_options(task_runner=make_task_runner("threads", 2))(
+        corpus=str(corpus), out=str(tmp_path / "threads"), config=config
+    )
+    log.unlink()
+    runners.prepare_fork_server()
+    assert os.environ[FORK_SERVER_ENV] == str(os.getpid())
+    parents: set[int] = set()
+
+    def run() -> dict:
+        return textmill.with_options(task_runner=make_task_runner("processes", 2))(
+            corpus=str(corpus), out=str(tmp_path / "forked"), config=config
+        )
+
+    forked, children = with_children_watched(run, parents)
+    assert forked["counts"] == threads["counts"]
+    assert sorted_lines(tmp_path / "forked") == sorted_lines(tmp_path / "threads")
+    assert children and len(parents) == 1 and os.getpid() not in parents, "forked by the fork server"
+    setups = Counter(log.read_text().split())
+    assert set(setups) <= {str(pid) for pid in children} and set(setups.values()) == {1}, setups
+
+    monkeypatch.setenv("PREFECT_API_URL", "http://127.0.0.1:1/api")  # the server moved: spawn
+    assert runners.fork_server_context() is None
 
 
 def test_progress_moves_per_batch_from_worker_processes(prefect_server: None, tmp_path: Path) -> None:
