@@ -188,15 +188,21 @@ class PrefectServer:
 
 def process_role(proc: Any, root_pid: int) -> str:
     """What a process in a measured run is: the run itself, the temporary Prefect API server,
-    a worker process, or something else (a shell)."""
+    the fork server its workers are forked from, a worker process, multiprocessing's resource
+    tracker, or something else (a shell)."""
     if proc.pid == root_pid:
         return "textmill"
     try:
         cmdline = " ".join(proc.cmdline())
+        parent = proc.ppid()
     except Exception:  # noqa: BLE001 - a process that has gone counts as other
         return "other"
     if "uvicorn" in cmdline or "prefect.server" in cmdline or ("prefect" in cmdline and " server " in f"{cmdline} "):
         return "prefect-server"
+    if "multiprocessing.resource_tracker" in cmdline:
+        return "resource-tracker"
+    if "multiprocessing.forkserver" in cmdline and parent == root_pid:
+        return "fork-server"
     if "python" in cmdline:
         return "worker"
     return "other"
