@@ -218,7 +218,8 @@ def measure_tree(
 ) -> dict[str, Any]:
     """Like `measure`, and the peak RSS of every process of the run's tree, sampled every
     `interval` seconds with psutil (`processes`: role, pid, peak MB and the second of the run it
-    was seen at, to tell which stage peaked); `peak_rss_mb` is the largest of them. `memory_cap` limits the child's address space."""
+    was seen at, to tell which stage peaked); `peak_rss_mb` is the largest of them.
+    `memory_cap` limits the child's address space."""
     import resource
     import threading
 
