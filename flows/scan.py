@@ -66,11 +66,13 @@ def scan_ahead(corpus: Path, out: Path) -> None:
 
 def scan_found_changes(corpus: Path, out: Path) -> bool:
     """Whether the scan made ahead found files that are new, changed or gone since the last
-    scan (so the run will read or drop documents); True when there is no scan to ask."""
+    scan (so the run will read or drop documents); True when there is no scan to ask. A file
+    read again only because its entry was racily clean, with the same bytes, is no change."""
     scan = _ahead.get(scan_key(corpus, out))
     if scan is None:
         return True
-    return scan.report.hashed > 0 or scan.report.unchanged < len(scan.hashes.previous)
+    hashes = scan.hashes
+    return hashes.changed > 0 or hashes.hashed + hashes.reused < len(hashes.previous)
 
 
 def take_scan(corpus: str, out: str) -> CorpusScan | None:

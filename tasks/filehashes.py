@@ -36,7 +36,8 @@ def stat_of(st: os.stat_result) -> list[int]:
 class FileHashes:
     """The sha256 of each input file, reused while its stat is unchanged and its entry not racy.
 
-    `hashed` and `reused` count this scan's files; entries for files not seen by this scan
+    `hashed` and `reused` count this scan's files (`changed`: those hashed that are new or
+    differ from their remembered hash, not a racily clean file read again); entries for files not seen by this scan
     (deleted, renamed, now rejected) are not saved, so the cache follows the corpus.
     """
 
@@ -51,6 +52,7 @@ class FileHashes:
         self.current: dict[str, Entry] = {}
         self.hashed = 0
         self.reused = 0
+        self.changed = 0  # hashed files that are new or whose bytes differ from the remembered hash
 
     @classmethod
     def load(cls, path: Path, root: Path) -> FileHashes:
@@ -84,6 +86,8 @@ class FileHashes:
             return known[4]
         digest = sha256_file(path)
         self.hashed += 1
+        if not (type(known) is list and len(known) == 5 and known[4] == digest):
+            self.changed += 1
         if stat_of(os.stat(path)) == now:
             self.current[source_id] = [*now, digest]
         return digest

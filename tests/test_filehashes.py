@@ -86,7 +86,7 @@ def test_an_edit_keeping_the_size_is_found_by_its_mtime(corpus: Path, tmp_path: 
     assert target.stat().st_size == before.st_size and target.stat().st_ino == before.st_ino
     sources, hashes = scan(corpus, cache)
     assert sources["b/c.md"].sha256 == sha(b"CONTENTS OF B/C.MD\n")
-    assert (hashes.hashed, hashes.reused) == (1, 2)
+    assert (hashes.hashed, hashes.reused, hashes.changed) == (1, 2, 1)
 
 
 def test_a_racily_clean_file_is_hashed_again(tmp_path: Path) -> None:
@@ -109,7 +109,18 @@ def test_a_racily_clean_file_is_hashed_again(tmp_path: Path) -> None:
     second, hashes = scan(corpus, cache)
     assert first["fresh.txt"].sha256 == sha(b"first version\n")
     assert second["fresh.txt"].sha256 == sha(b"FIRST version\n")
-    assert hashes.hashed == 1
+    assert (hashes.hashed, hashes.changed) == (1, 1)
+
+
+def test_a_racily_clean_file_read_again_with_the_same_bytes_is_no_change(tmp_path: Path) -> None:
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    (corpus / "fresh.txt").write_bytes(b"just written\n")
+    cache = tmp_path / "file-hashes.json"
+    _, first = scan(corpus, cache)
+    _, second = scan(corpus, cache)
+    assert (first.hashed, first.changed) == (1, 1)
+    assert (second.hashed, second.changed) == (1, 0), "read again (racy), but not changed"
 
 
 def test_an_entry_recorded_long_after_the_write_is_trusted(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -171,3 +182,34 @@ def test_a_damaged_or_foreign_cache_is_rebuilt(corpus: Path, tmp_path: Path, dam
 def test_a_missing_cache_hashes_everything(corpus: Path, tmp_path: Path) -> None:
     _, hashes = scan(corpus, tmp_path / "never-written" / "file-hashes.json")
     assert (hashes.hashed, hashes.reused) == (3, 0)
+
+
+def test_a_scan_ahead_tells_whether_files_are_new_changed_or_gone(tmp_path: Path) -> None:
+    """The CLI starts its fork server only when the run will read or drop documents."""
+    from textmill.flows.scan import scan_ahead, scan_found_changes, take_scan
+    from textmill.flows.shard import Paths
+
+    corpus, out = tmp_path / "corpus", tmp_path / "out"
+    corpus.mkdir()
+    (out / ".textmill").mkdir(parents=True)
+    (corpus / "a.txt").write_bytes(b"alpha\n")
+    (corpus / "b.txt").write_bytes(b"beta\n")
+    cache = Paths(corpus=str(corpus.resolve()), out=str(out.resolve())).file_hashes
+
+    def found() -> bool:
+        scan_ahead(corpus, out)
+        changed = scan_found_changes(corpus, out)
+        scanned = take_scan(str(corpus), str(out))
+        assert scanned is not None
+        scanned.hashes.save(cache)
+        return changed
+
+    assert found(), "nothing remembered: every file is new"
+    assert not found(), "the same files (read again while racily clean)"
+    (corpus / "c.txt").write_bytes(b"gamma\n")
+    assert found()
+    (corpus / "a.txt").unlink()
+    assert found()
+    assert not found()
+    (corpus / "b.txt").write_bytes(b"BETA\n")
+    assert found()
