@@ -24,7 +24,15 @@ from typing import Any
 
 from bench.agree import compare, load_records
 from bench.common import DEFAULT_RESULTS, REPO, markdown_table, median, write_results
-from bench.measure import PrefectServer, bench_env, measure, prefect_home_note, prepare_prefect_home, python_module
+from bench.measure import (
+    PrefectServer,
+    bench_env,
+    measure,
+    measure_tree,
+    prefect_home_note,
+    prepare_prefect_home,
+    python_module,
+)
 from bench.synth import generate
 
 KINDS = ("baseline", "cold", "warm", "incremental")
@@ -56,13 +64,16 @@ def same_work_config(folder: Path) -> Path:
 def textmill_run(
     label: str, corpus: Path, out: Path, env: dict[str, str], log: Path, options: tuple[str, ...] = ()
 ) -> dict[str, Any]:
-    """One measured `textmill run` (with extra CLI `options`); the measurement plus the run's own manifest."""
-    measured = measure(label, python_module("textmill.flows.cli", "run", str(corpus), "--out", str(out), *options), env, log)
+    """One measured `textmill run` (with extra CLI `options`); the measurement plus the run's own
+    manifest. Its whole process tree is measured: the workers forked by its fork server are not
+    children `os.wait4` reports on."""
+    argv = python_module("textmill.flows.cli", "run", str(corpus), "--out", str(out), *options)
+    measured = measure_tree(label, argv, env, log)
     manifest = json.loads((out / "manifest.json").read_text(encoding="utf-8"))
     steps = {"read": manifest["read"]["seconds"], **{k: v["seconds"] for k, v in manifest["steps"].items()}}
     computed = {k: v["computed"] for k, v in manifest["steps"].items()}
     return {
-        **measured.to_dict(),
+        **measured,
         "documents": manifest["documents"],
         "duplicates": manifest["counts"].get("duplicate", 0),
         "step_seconds": steps,
