@@ -151,15 +151,21 @@ def test_incremental_reduce_equals_a_rebuild(corpus: dict[str, str], tmp_path: P
     assert back == first
 
 
+def boilerplate_pages(count: int) -> dict[str, str]:
+    """`count` near-identical pages (one word differs), which share every band: one bucket each."""
+    words = article("politics/290.txt")
+    pages = {}
+    for i in range(count):
+        page = list(words)
+        page[10] = f"page{i}"
+        pages[f"p{i:04d}"] = " ".join(page)
+    return pages
+
+
 def test_a_huge_bucket_costs_linear_time_and_still_clusters(tmp_path: Path) -> None:
     """Hundreds of near-identical pages share every band: each is paired with the next
     BUCKET_REACH only, and the chain still joins them all."""
-    words = article("politics/290.txt")
-    texts = {}
-    for i in range(3 * BUCKET_REACH):
-        page = list(words)
-        page[10] = f"page{i}"
-        texts[f"p{i:04d}"] = " ".join(page)
+    texts = boilerplate_pages(3 * BUCKET_REACH)
     step = Deduplicator(Deduplicator.Options(containment=False))
     pairs = summaries(texts)
     started = time.perf_counter()
@@ -176,12 +182,7 @@ def test_an_added_bundle_reuses_old_links_and_equals_a_rebuild(
     BUCKET_REACH, clusters): each partition verifies only the pairs with a new member, keeps
     the old pairs' verdicts, and its partial equals a fresh state's. A shard gone since (its
     bundle folder removed too) is dropped from the kept rows."""
-    words = article("politics/290.txt")
-    pages = {}
-    for i in range(2 * BUCKET_REACH + 10):
-        page = list(words)
-        page[10] = f"page{i}"
-        pages[f"p{i:04d}"] = " ".join(page)
+    pages = boilerplate_pages(2 * BUCKET_REACH + 10)
     step = Deduplicator()
     partitions = 3
     first = bundles(tmp_path / "v1", summaries({**corpus, **pages}), 3, partitions, step)
@@ -227,12 +228,7 @@ def test_pairs_enumerated_a_few_buckets_at_a_time_give_the_same_partials(
     """A partition enumerates and verifies its candidate pairs in runs of whole buckets, so its
     memory stays bounded: runs of a few rows (a bucket past BUCKET_REACH alone in its run) give
     the same partials as one run, when the index is built and when it is updated."""
-    words = article("politics/290.txt")
-    pages = {}
-    for i in range(2 * BUCKET_REACH + 10):
-        page = list(words)
-        page[10] = f"page{i}"
-        pages[f"p{i:04d}"] = " ".join(page)
+    pages = boilerplate_pages(2 * BUCKET_REACH + 10)
     step = Deduplicator()
     partitions = 2
     first = bundles(tmp_path / "v1", summaries({**corpus, **pages}), 3, partitions, step)
