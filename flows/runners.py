@@ -146,7 +146,8 @@ class ShardProcessRunner(ServesCacheWithoutRuns, ProcessPoolTaskRunner):
         super().__enter__()
         context = fork_server_context()
         if context is not None:
-            # Prefect's pool spawns; the same pool (no process has started yet), forked instead.
+            # Prefect's pool spawns; the same pool, forked instead: no process has started yet, and
+            # CPython's executor keeps its initializer and arguments (Prefect's) as attributes.
             spawning = self._executor
             self._executor = concurrent.futures.ProcessPoolExecutor(
                 max_workers=self._max_workers,
