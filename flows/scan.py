@@ -64,15 +64,17 @@ def scan_ahead(corpus: Path, out: Path) -> None:
     _ahead[scan_key(corpus, out)] = scan
 
 
-def scan_found_changes(corpus: Path, out: Path) -> bool:
+def scan_found_changes(corpus: Path, out: Path, more_files_than: int = 0) -> bool:
     """Whether the scan made ahead found files that are new, changed or gone since the last
-    scan (so the run will read or drop documents); True when there is no scan to ask. A file
-    read again only because its entry was racily clean, with the same bytes, is no change."""
+    scan (so the run will read or drop documents), in a corpus of more than `more_files_than`
+    files; True when there is no scan to ask. A file read again only because its entry was
+    racily clean, with the same bytes, is no change."""
     scan = _ahead.get(scan_key(corpus, out))
     if scan is None:
         return True
     hashes = scan.hashes
-    return hashes.changed > 0 or hashes.hashed + hashes.reused < len(hashes.previous)
+    changed = hashes.changed > 0 or hashes.hashed + hashes.reused < len(hashes.previous)
+    return changed and len(scan.sources) > more_files_than
 
 
 def take_scan(corpus: str, out: str) -> CorpusScan | None:

@@ -204,6 +204,9 @@ def test_a_scan_ahead_tells_whether_files_are_new_changed_or_gone(tmp_path: Path
         scanned.hashes.save(cache)
         return changed
 
+    scan_ahead(corpus, out)
+    assert not scan_found_changes(corpus, out, more_files_than=2), "two files: one shard, no workers"
+    assert take_scan(str(corpus), str(out)) is not None
     assert found(), "nothing remembered: every file is new"
     assert not found(), "the same files (read again while racily clean)"
     (corpus / "c.txt").write_bytes(b"gamma\n")
