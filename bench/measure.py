@@ -244,7 +244,6 @@ def measure_tree(
     # `textmill` waits for, not the workers its fork server forks and reaps.
     cpu: dict[int, tuple[int, float]] = {}
     done = threading.Event()
-    started = time.perf_counter()
 
     def sample(root: int) -> None:
         try:
@@ -294,7 +293,8 @@ def measure_tree(
         "cpu_s": usage.ru_utime + usage.ru_stime + unwaited_cpu(processes, cpu),
         # Sampled only: Linux carries `ru_maxrss` across exec from the forking process, so a
         # child of a large benchmark process (bench.scale after generating 1,000,000 files)
-        # reported the benchmark's own peak. `os.wait4`'s figure stands only when nothing was sampled.
+        # reported the benchmark's own peak. `os.wait4`'s figure stands only when nothing was
+        # sampled.
         "peak_rss_mb": max(p["peak_rss_mb"] for p in processes) if processes else usage.ru_maxrss / 1024,
         "processes": processes,
     }

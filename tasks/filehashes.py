@@ -37,8 +37,9 @@ class FileHashes:
     """The sha256 of each input file, reused while its stat is unchanged and its entry not racy.
 
     `hashed` and `reused` count this scan's files (`changed`: those hashed that are new or
-    differ from their remembered hash, not a racily clean file read again); entries for files not seen by this scan
-    (deleted, renamed, now rejected) are not saved, so the cache follows the corpus.
+    differ from their remembered hash, not a racily clean file read again); entries for
+    files not seen by this scan (deleted, renamed, now rejected) are not saved, so the cache
+    follows the corpus.
     """
 
     def __init__(
