@@ -143,12 +143,12 @@ def run(
         from textmill.flows.scan import scan_ahead, scan_found_changes
 
         scan_ahead(corpus, out)  # discovery, while the server finishes booting (flows/scan.py)
-        # Workers' imports, while the server finishes booting; a corpus of one shard runs in
-        # this process (flows/runners.py: run_in_process) and needs no workers.
+        # Workers' imports and models, while the server finishes booting; a corpus of one shard
+        # runs in this process (flows/runners.py: run_in_process) and needs no workers.
         if kind == "processes" and scan_found_changes(corpus, out, more_files_than=cfg.run.shard_size):
             from textmill.flows.runners import prepare_fork_server
 
-            prepare_fork_server()
+            prepare_fork_server(cfg.steps)
         try:
             server.wait_until_ready()
         except Exception as exc:  # noqa: BLE001 - one line for the user, the traceback with --verbose

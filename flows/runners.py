@@ -8,14 +8,16 @@ from __future__ import annotations
 
 import atexit
 import concurrent.futures
+import json
 import multiprocessing
 import multiprocessing.forkserver
 import os
 import sys
 import threading
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import asdict
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any, TypeVar
@@ -30,6 +32,7 @@ from prefect.utilities.annotations import quote
 
 from textmill.flows import progress
 from textmill.flows.apiserver import temporary_api_url
+from textmill.flows.config import StepSpec
 from textmill.flows.interrupt import FORK_SERVER_ENV, ignore_interrupt_in_cli_worker
 from textmill.tasks.base import ConfigError
 
@@ -221,29 +224,41 @@ def cached_future(task: Any, parameters: dict[str, Any]) -> PrefectConcurrentFut
 # Modules a worker process needs for its first task, imported once in the fork server (with
 # the installed steps' modules).
 FORK_SERVER_PRELOAD = ("textmill.flows.pipeline",)
+# Imported first by the fork server: sets up the steps named in FORK_SERVER_STEPS_ENV.
+FORK_SERVER_SETUP = "textmill.flows.forkserver_steps"
+FORK_SERVER_STEPS_ENV = "TEXTMILL_FORK_SERVER_STEPS"
 # `off` in the environment: spawn every worker (for comparison, or should forking ever misbehave).
 FORK_SERVER_SWITCH = "TEXTMILL_FORK_SERVER"
 _fork_server_api: list[str | None] = []
 
 
-def prepare_fork_server() -> None:
-    """Start the fork server this process's worker processes will be forked from, and let it
-    import Prefect and textmill now (Linux only; a no-op elsewhere).
+def prepare_fork_server(specs: Sequence[StepSpec] = ()) -> None:
+    """Start the fork server this process's worker processes will be forked from, let it import
+    Prefect and textmill now, and set up those of the run's `specs` whose step may be set up
+    before a fork (Linux only; a no-op elsewhere).
 
-    A spawned worker imports them itself before its first task, about 1.7 s per worker on the
-    run's critical path, every run. The CLI calls this while it waits for its temporary server,
-    when a core is idle, and only when the scan found files to read (a run with nothing to
-    compute starts no worker, and would pay the import for nothing). The fork server keeps the
-    environment of this moment; a pool made after PREFECT_API_URL changed spawns instead.
+    A spawned worker imports them itself before its first task, about 1.7 s per worker, and
+    loads its models (heliport's 850 MB, spaCy's) before its first language or entities task,
+    seconds more, on the run's critical path, every run. The CLI calls this while it waits for
+    its temporary server, when a core is idle, and only when the scan found files to read (a
+    run with nothing to compute starts no worker, and would pay for nothing). The fork server
+    keeps the environment of this moment; a pool made after PREFECT_API_URL changed spawns
+    instead.
     """
     if not sys.platform.startswith("linux") or _fork_server_api or os.environ.get(FORK_SERVER_SWITCH) == "off":
         return
     from textmill.tasks.registry import load_registry
 
-    steps = sorted({cls.__module__ for cls in load_registry().values()})  # a worker loads every step's
+    registry = load_registry()
+    steps = sorted({cls.__module__ for cls in registry.values()})  # a worker loads every step's
+    shared = [asdict(s) for s in specs if s.name in registry and registry[s.name].setup_before_fork]
     os.environ[FORK_SERVER_ENV] = str(os.getpid())
-    multiprocessing.get_context("forkserver").set_forkserver_preload([*FORK_SERVER_PRELOAD, *steps])
-    multiprocessing.forkserver.ensure_running()
+    os.environ[FORK_SERVER_STEPS_ENV] = json.dumps({"sys_path": sys.path, "steps": shared})
+    try:
+        multiprocessing.get_context("forkserver").set_forkserver_preload([FORK_SERVER_SETUP, *FORK_SERVER_PRELOAD, *steps])
+        multiprocessing.forkserver.ensure_running()
+    finally:
+        del os.environ[FORK_SERVER_STEPS_ENV]  # for the fork server alone, not for later children
     _fork_server_api.append(os.environ.get("PREFECT_API_URL"))
 
 

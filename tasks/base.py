@@ -60,6 +60,10 @@ class Step(ABC):
     scope: ClassVar[Scope]
     Options: ClassVar[type[StepOptions]] = StepOptions
     libraries: ClassVar[tuple[str, ...]] = ()
+    # True when what `setup()` loads may be shared by processes forked after it: read-only data,
+    # no running threads, no open sockets or files. `textmill run` then sets the step up once in
+    # its fork server, and every worker forked from it starts with the models in memory.
+    setup_before_fork: ClassVar[bool] = False
 
     def __init__(self, options: StepOptions | None = None, config_dir: Path | None = None) -> None:
         self.options = options if options is not None else self.Options()

@@ -86,6 +86,7 @@ class Cleaner(DocumentStep):
     version: ClassVar[str] = "4"
     libraries: ClassVar[tuple[str, ...]] = ("beautifulsoup4", "lxml", "markdown-it-py", "trafilatura")
     Options: ClassVar[type[StepOptions]] = CleanOptions
+    setup_before_fork: ClassVar[bool] = True  # compiled rules only
     options: CleanOptions
 
     def __init__(self, options: StepOptions | None = None, config_dir: Path | None = None) -> None:

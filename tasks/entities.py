@@ -146,6 +146,7 @@ class EntityExtractor(CorpusStep):
     version: ClassVar[str] = "2"
     # thinc runs spaCy's models, so its numerics shape the entities as much as spaCy's own code.
     libraries: ClassVar[tuple[str, ...]] = ("spacy", "thinc")
+    setup_before_fork: ClassVar[bool] = True  # spaCy pipelines: arrays and Python objects
 
     class Options(StepOptions):
         models: dict[str, str] = Field(

@@ -40,6 +40,8 @@ class LanguageTagger(DocumentStep):
     name: ClassVar[str] = "language"
     version: ClassVar[str] = "2"
     libraries: ClassVar[tuple[str, ...]] = ("heliport", "py3langid", "langdetect", "iso639-lang", "langcodes")
+    # Read-only models; heliport's loading threads have ended by the time its constructor returns.
+    setup_before_fork: ClassVar[bool] = True
 
     class Options(StepOptions):
         min_chars: int = Field(

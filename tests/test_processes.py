@@ -3,12 +3,13 @@ each step once per process, report their task runs to the run's server and move 
 from __future__ import annotations
 
 import multiprocessing
+import multiprocessing.forkserver
 import os
 import re
 import shutil
 import threading
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TypeVar
 
@@ -17,8 +18,8 @@ import pytest
 
 from bench.synth import generate
 from conftest import CONFIG, shared_path
-from flowkit import Recorder, install_plugin, jsonl_lines, set_option, shards_of, task_run_states
-from textmill.flows.config import RunSection
+from flowkit import Recorder, install_plugin, jsonl_lines, records, set_option, shards_of, task_run_states
+from textmill.flows.config import RunSection, load_config
 from textmill.flows.gc import RunRecord
 from textmill.flows.pipeline import Runner, textmill
 from textmill.flows.progress import set_listener
@@ -57,6 +58,13 @@ class SetupLog(DocumentStep):
         return [self.stamp(d) for d in docs]
 
 
+class ForkSetupLog(SetupLog):
+    """The same, for a step whose setup may be shared by forked processes."""
+
+    name = "forksetuplog"
+    setup_before_fork = True
+
+
 class OrderLog(DocumentStep):
     """Passes documents through; notes the order in which it sees them."""
 
@@ -77,8 +85,19 @@ def log_steps(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     processes inherit it)."""
     return install_plugin(
         monkeypatch, tmp_path / "site", "textmill_logsteps", LOG_STEPS,
-        "setuplog = textmill_logsteps:SetupLog\norderlog = textmill_logsteps:OrderLog",
+        "setuplog = textmill_logsteps:SetupLog\nforksetuplog = textmill_logsteps:ForkSetupLog\n"
+        "orderlog = textmill_logsteps:OrderLog",
     )
+
+
+@pytest.fixture
+def fresh_fork_server(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """No fork server running before the test (it may start one) nor after it."""
+    monkeypatch.setattr(runners, "_fork_server_api", [])
+    monkeypatch.setenv(FORK_SERVER_ENV, "")
+    multiprocessing.forkserver._forkserver._stop()
+    yield
+    multiprocessing.forkserver._forkserver._stop()
 
 
 def config_with(
@@ -178,13 +197,11 @@ def test_worker_processes_give_the_same_corpus_as_threads(
 
 
 def test_workers_forked_from_the_fork_server_give_the_same_corpus(
-    prefect_server: None, log_steps: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    prefect_server: None, log_steps: Path, fresh_fork_server: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Once the CLI has started its fork server (`prepare_fork_server`, which imports Prefect,
     textmill and every installed step in it), the worker processes are forked from it: the
     corpus is the thread runner's and each worker sets each step up once."""
-    monkeypatch.setattr(runners, "_fork_server_api", [])
-    monkeypatch.setenv(FORK_SERVER_ENV, "")
     corpus = tmp_path / "corpus"
     generate(shared_path("corpora", "bbc"), corpus, 40, seed=302, exact_rate=0.1, near_rate=0.1)
     log = tmp_path / "setups.log"
@@ -211,6 +228,38 @@ def test_workers_forked_from_the_fork_server_give_the_same_corpus(
 
     monkeypatch.setenv("PREFECT_API_URL", "http://127.0.0.1:1/api")  # the server moved: spawn
     assert runners.fork_server_context() is None
+
+
+def test_a_step_that_may_be_set_up_before_a_fork_is_set_up_once_in_the_fork_server(
+    prefect_server: None, log_steps: Path, fresh_fork_server: None, tmp_path: Path
+) -> None:
+    """`setup_before_fork`: the fork server sets the step up as it starts, and the workers
+    forked from it find it ready; a step without it is set up in each worker, as before."""
+    corpus = tmp_path / "corpus"
+    generate(shared_path("corpora", "bbc"), corpus, 30, seed=303, exact_rate=0.1, near_rate=0.1)
+    before_fork, per_worker = tmp_path / "before-fork.log", tmp_path / "per-worker.log"
+    config = config_with(tmp_path, "config", before_fork, 10, step="forksetuplog")
+    text = config.read_text().replace('"forksetuplog", ', '"forksetuplog", "setuplog", ')
+    config.write_text(text + f'\n[steps.setuplog]\nlog = "{per_worker}"\n')
+    runners.prepare_fork_server(load_config(config).steps)
+    parents: set[int] = set()
+
+    def run() -> dict:
+        return textmill.with_options(task_runner=make_task_runner("processes", 2))(
+            corpus=str(corpus), out=str(tmp_path / "out"), config=str(config)
+        )
+
+    manifest, children = with_children_watched(run, parents)
+    assert manifest["counts"]["ok"] > 0
+    assert len(parents) == 1 and not parents & children
+    assert before_fork.read_text().split() == [str(p) for p in parents], "once, in the fork server"
+    per_worker_setups = Counter(per_worker.read_text().split())
+    assert set(per_worker_setups) <= {str(p) for p in children} and set(per_worker_setups.values()) == {1}
+    assert all(
+        [s["step"] for s in record["steps"]][1:3] == ["forksetuplog", "setuplog"]
+        for record in records(tmp_path / "out").values()
+        if record["status"] == "ok"
+    )
 
 
 def test_progress_moves_per_batch_from_worker_processes(prefect_server: None, tmp_path: Path) -> None:
