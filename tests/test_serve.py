@@ -19,13 +19,13 @@ from flowkit import set_option
 pytestmark = pytest.mark.slow
 
 
-def api(url: str, path: str, body: dict | None = None) -> object:
-    """POST to the Prefect API, retrying 503, 429 and a timed-out read: a SQLite-backed
+def api(url: str, path: str, body: dict | None = None, method: str = "POST") -> object:
+    """POST (or `method`) to the Prefect API, retrying 503, 429 and a timed-out read: a SQLite-backed
     server answers 503, or nothing for a while, while another writer holds its database lock
     (the test suite's other workers load the machine meanwhile)."""
     for attempt in range(6):
         try:
-            response = httpx.post(f"{url}{path}", json=body or {}, timeout=30)
+            response = httpx.request(method, f"{url}{path}", json=body or {}, timeout=30)
         except httpx.TimeoutException:
             if attempt == 5:
                 raise
@@ -35,7 +35,7 @@ def api(url: str, path: str, body: dict | None = None) -> object:
             break
         time.sleep(0.5 * 2**attempt)
     response.raise_for_status()
-    return response.json()
+    return response.json() if response.content else None
 
 
 def run_cli(api_url: str, tmp_path: Path, out: Path) -> subprocess.CompletedProcess[str]:
@@ -55,7 +55,7 @@ def flow_run_of(api_url: str, out: Path) -> dict:
     run_id = json.loads((out / "manifest.json").read_text())["run_id"]
     response = httpx.get(f"{api_url}/flow_runs/{run_id}", timeout=10)
     response.raise_for_status()
-    return response.json()
+    return response.json() if response.content else None
 
 
 def test_a_run_shows_completed_tasks_artifacts_and_counts_then_cached_shards(prefect_api: str, tmp_path: Path) -> None:
@@ -248,6 +248,12 @@ def test_prefect_yaml_deploys_onto_a_process_pool_and_a_worker_runs_it(
     assert deployment["parameters"]["corpus"] == str(seeds_copy) and deployment["work_pool_name"] == "textmill"
     assert [s["schedule"]["cron"] for s in deployment["schedules"]] == ["0 * * * *"]
     assert deployment["global_concurrency_limit"]["limit"] == 1
+    # Paused, the deployment has no scheduled runs (the update deletes those made already): near
+    # the hour, the worker would otherwise take the hour's run too, and with one run at a time
+    # (CANCEL_NEW) whichever came second would be cancelled, perhaps the one this test started.
+    api(prefect_api, f"/deployments/{deployment['id']}", {"paused": True}, method="PATCH")
+    scheduled = {"flow_runs": {"deployment_id": {"any_": [deployment["id"]]}, "state": {"type": {"any_": ["SCHEDULED"]}}}}
+    assert api(prefect_api, "/flow_runs/filter", scheduled) == []
 
     run = api(prefect_api, f"/deployments/{deployment['id']}/create_flow_run", {})
     log_path = tmp_path / "worker.log"
