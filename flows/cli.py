@@ -140,7 +140,7 @@ def run(
     check_database(cfg, publish)
     kind, task_runner = chosen_task_runner(cfg, runner, dask_address, workers)
     if server is not None:
-        from textmill.flows.scan import scan_ahead, scan_found_changes
+        from textmill.flows.scan import scan_ahead, scan_found_changes, scanned_files
 
         scan_ahead(corpus, out)  # discovery, while the server finishes booting (flows/scan.py)
         # Workers' imports and models, while the server finishes booting; a corpus of one shard
@@ -148,7 +148,7 @@ def run(
         if kind == "processes" and scan_found_changes(corpus, out, more_files_than=cfg.run.shard_size):
             from textmill.flows.runners import prepare_fork_server
 
-            prepare_fork_server(cfg.steps)
+            prepare_fork_server(cfg.steps, files=scanned_files(corpus, out) or 0)
         try:
             server.wait_until_ready()
         except Exception as exc:  # noqa: BLE001 - one line for the user, the traceback with --verbose

@@ -227,15 +227,22 @@ FORK_SERVER_PRELOAD = ("textmill.flows.pipeline",)
 # Imported first by the fork server: sets up the steps named in FORK_SERVER_STEPS_ENV.
 FORK_SERVER_SETUP = "textmill.flows.forkserver_steps"
 FORK_SERVER_STEPS_ENV = "TEXTMILL_FORK_SERVER_STEPS"
+# Above this many files the fork server loads no model. A forked worker's RSS starts with all the
+# fork server holds (1,067 MB with heliport and py3langid), and the dedupe index's partitions add
+# their working set on top, which grows with the corpus: at 1,000,000 documents (+1% edited) a
+# worker peaked at 2,314 MB that way, against 1,600 MB loading its models after the dedupe
+# step (docs/benchmarks.md). The seconds saved matter to small runs, not to hour-long ones.
+MODELS_IN_FORK_SERVER_MAX_FILES = 250_000
 # `off` in the environment: spawn every worker (for comparison, or should forking ever misbehave).
 FORK_SERVER_SWITCH = "TEXTMILL_FORK_SERVER"
 _fork_server_api: list[str | None] = []
 
 
-def prepare_fork_server(specs: Sequence[StepSpec] = ()) -> None:
+def prepare_fork_server(specs: Sequence[StepSpec] = (), files: int = 0) -> None:
     """Start the fork server this process's worker processes will be forked from, let it import
-    Prefect and textmill now, and set up those of the run's `specs` whose step may be set up
-    before a fork (Linux only; a no-op elsewhere).
+    Prefect and textmill now, and, for a corpus of at most `MODELS_IN_FORK_SERVER_MAX_FILES`
+    `files`, set up those of the run's `specs` whose step may be set up before a fork (Linux
+    only; a no-op elsewhere).
 
     A spawned worker imports them itself before its first task, about 1.7 s per worker, and
     loads its models (heliport's 850 MB, spaCy's) before its first language or entities task,
@@ -252,6 +259,8 @@ def prepare_fork_server(specs: Sequence[StepSpec] = ()) -> None:
     registry = load_registry()
     steps = sorted({cls.__module__ for cls in registry.values()})  # a worker loads every step's
     shared = [asdict(s) for s in specs if s.name in registry and registry[s.name].setup_before_fork]
+    if files > MODELS_IN_FORK_SERVER_MAX_FILES:
+        shared = []
     os.environ[FORK_SERVER_ENV] = str(os.getpid())
     os.environ[FORK_SERVER_STEPS_ENV] = json.dumps({"sys_path": sys.path, "steps": shared})
     try:

@@ -77,6 +77,12 @@ def scan_found_changes(corpus: Path, out: Path, more_files_than: int = 0) -> boo
     return changed and len(scan.sources) > more_files_than
 
 
+def scanned_files(corpus: Path, out: Path) -> int | None:
+    """How many files the scan made ahead found (None: no scan)."""
+    scan = _ahead.get(scan_key(corpus, out))
+    return None if scan is None else len(scan.sources)
+
+
 def take_scan(corpus: str, out: str) -> CorpusScan | None:
     """The scan made ahead for this flow run, once; None when there is none."""
     return _ahead.pop(scan_key(corpus, out), None)

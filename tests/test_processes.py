@@ -230,18 +230,22 @@ def test_workers_forked_from_the_fork_server_give_the_same_corpus(
     assert runners.fork_server_context() is None
 
 
+@pytest.mark.parametrize("files_over_limit", [False, True])
 def test_a_step_that_may_be_set_up_before_a_fork_is_set_up_once_in_the_fork_server(
-    prefect_server: None, log_steps: Path, fresh_fork_server: None, tmp_path: Path
+    prefect_server: None, log_steps: Path, fresh_fork_server: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    files_over_limit: bool,
 ) -> None:
     """`setup_before_fork`: the fork server sets the step up as it starts, and the workers
-    forked from it find it ready; a step without it is set up in each worker, as before."""
+    forked from it find it ready; a step without it is set up in each worker, as before. Over
+    `MODELS_IN_FORK_SERVER_MAX_FILES` files, every step is set up in each worker."""
     corpus = tmp_path / "corpus"
     generate(shared_path("corpora", "bbc"), corpus, 30, seed=303, exact_rate=0.1, near_rate=0.1)
     before_fork, per_worker = tmp_path / "before-fork.log", tmp_path / "per-worker.log"
     config = config_with(tmp_path, "config", before_fork, 10, step="forksetuplog")
     text = config.read_text().replace('"forksetuplog", ', '"forksetuplog", "setuplog", ')
     config.write_text(text + f'\n[steps.setuplog]\nlog = "{per_worker}"\n')
-    runners.prepare_fork_server(load_config(config).steps)
+    monkeypatch.setattr(runners, "MODELS_IN_FORK_SERVER_MAX_FILES", 29 if files_over_limit else 30)
+    runners.prepare_fork_server(load_config(config).steps, files=30)
     parents: set[int] = set()
 
     def run() -> dict:
@@ -252,9 +256,12 @@ def test_a_step_that_may_be_set_up_before_a_fork_is_set_up_once_in_the_fork_serv
     manifest, children = with_children_watched(run, parents)
     assert manifest["counts"]["ok"] > 0
     assert len(parents) == 1 and not parents & children
-    assert before_fork.read_text().split() == [str(p) for p in parents], "once, in the fork server"
-    per_worker_setups = Counter(per_worker.read_text().split())
-    assert set(per_worker_setups) <= {str(p) for p in children} and set(per_worker_setups.values()) == {1}
+    in_workers = [per_worker] + ([before_fork] if files_over_limit else [])
+    if not files_over_limit:
+        assert before_fork.read_text().split() == [str(p) for p in parents], "once, in the fork server"
+    for log in in_workers:
+        setups = Counter(log.read_text().split())
+        assert set(setups) <= {str(p) for p in children} and set(setups.values()) == {1}, log.name
     assert all(
         [s["step"] for s in record["steps"]][1:3] == ["forksetuplog", "setuplog"]
         for record in records(tmp_path / "out").values()
