@@ -21,28 +21,24 @@ from textmill.flows.runners import FORK_SERVER_STEPS_ENV as STEPS_ENV
 from textmill.flows.shard import step_for
 
 
-def set_up_steps(payload: str | None) -> list[str]:
-    """Set up each step of `payload` (JSON: `sys_path`, `steps`) in this process; the names of
-    those set up.
+def set_up_steps(payload: str | None) -> None:
+    """Set up each step of `payload` (JSON: `sys_path`, `steps`) in this process.
 
     A step whose setup fails here is left to the workers, which set it up again and report the
     error through their task, as without a fork server.
     """
     if not payload:
-        return []
+        return
     wanted = json.loads(payload)
     sys.path[:] = wanted["sys_path"]
-    done: list[str] = []
     for fields in wanted["steps"]:
         try:
             step_for(StepSpec(**fields))
         except Exception:  # noqa: BLE001 - see the docstring: the worker's task reports it
             continue
-        done.append(fields["name"])
     # What is loaded now lives as long as the fork server: keep the collector of each forked
     # worker from walking it (and so from copying the pages it touches).
     gc.freeze()
-    return done
 
 
 set_up_steps(os.environ.get(STEPS_ENV))

@@ -258,9 +258,9 @@ def prepare_fork_server(specs: Sequence[StepSpec] = (), files: int = 0) -> None:
 
     registry = load_registry()
     steps = sorted({cls.__module__ for cls in registry.values()})  # a worker loads every step's
-    shared = [asdict(s) for s in specs if s.name in registry and registry[s.name].setup_before_fork]
-    if files > MODELS_IN_FORK_SERVER_MAX_FILES:
-        shared = []
+    shared = [] if files > MODELS_IN_FORK_SERVER_MAX_FILES else [
+        asdict(s) for s in specs if s.name in registry and registry[s.name].setup_before_fork
+    ]
     os.environ[FORK_SERVER_ENV] = str(os.getpid())
     os.environ[FORK_SERVER_STEPS_ENV] = json.dumps({"sys_path": sys.path, "steps": shared})
     try:
