@@ -7,8 +7,10 @@ Each phase runs in its own processes here and reports their peak RSS (`ru_maxrss
 per-document part is (peak - the RSS of a process that loaded the same libraries and read one
 shard's files) / documents.
 After the cold build, one shard changes (1% of its documents dropped, as many added) and every
-partition updates its kept state: the incremental reduce. Recall is checked against the
-duplicates the generator planted.
+partition updates its kept state: the incremental reduce. Then every shard changes (1% of each
+shard's documents edited, as `bench.scale`'s edited run does): every bundle is new and every old
+one gone, the update that holds the most. Recall is checked against the duplicates the
+generator planted.
 
     python -m bench.index_memory --corpus ../shared/corpora/bbc --sizes 10000
     python -m bench.index_memory --folder /tmp/dd-c100k   # a corpus bench.synth already wrote
@@ -44,19 +46,27 @@ def peak_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def summarize_shard(args: tuple[Path, list[str], Path, int]) -> tuple[str, float]:
-    """Summarize one shard's files and write its bundle; returns the folder and this worker's peak."""
+def summarize_shard(args: tuple[Path, list[str], Path, int, frozenset[str]]) -> tuple[str, float]:
+    """Summarize one shard's files (those in the last item edited: a word added) and write its
+    bundle; returns the folder and this worker's peak."""
     from textmill.tasks.bundle import write_bundle
     from textmill.tasks.dedupe import Deduplicator
     from textmill.tasks.document import Document
 
-    root, ids, folder, partitions = args
+    root, ids, folder, partitions, edited = args
     if folder.exists():  # kept from an earlier measurement (--work)
         return str(folder), 0.0
     step = Deduplicator()
-    docs = [Document(id=i, path=i, sha256="", text=(root / i).read_text(encoding="utf-8")) for i in ids]
+    texts = {i: (root / i).read_text(encoding="utf-8") for i in ids}
+    docs = [Document(id=i, path=i, sha256="", text=texts[i] + (" edited" if i in edited else "")) for i in ids]
     write_bundle(folder, list(zip(ids, step.summarize(docs))), step, partitions)
     return str(folder), peak_mb()
+
+
+def summarize_all(jobs: list[tuple[Path, list[str], Path, int, frozenset[str]]]) -> list[tuple[str, float]]:
+    """`summarize_shard` over `jobs` on two spawned workers."""
+    with ProcessPoolExecutor(max_workers=2, mp_context=multiprocessing.get_context("spawn")) as pool:
+        return list(pool.map(summarize_shard, jobs))
 
 
 def child(command: list[str]) -> dict[str, Any]:
@@ -70,9 +80,8 @@ def measure(root: Path, planted: dict[str, str] | None, work: Path, partitions: 
     members = {n: ids[start : start + SHARD_SIZE] for n, start in enumerate(range(0, len(ids), SHARD_SIZE))}  # as a first run assigns them
     count = min(partitions, len(members))
     started = time.perf_counter()
-    jobs = [(root, members[s], work / "bundles" / f"shard-{s}", count) for s in sorted(members)]
-    with ProcessPoolExecutor(max_workers=2, mp_context=multiprocessing.get_context("spawn")) as pool:
-        results = list(pool.map(summarize_shard, jobs))
+    jobs = [(root, members[s], work / "bundles" / f"shard-{s}", count, frozenset()) for s in sorted(members)]
+    results = summarize_all(jobs)
     summarize_s = time.perf_counter() - started
     bundles = [folder for folder, _ in results]
     listing = work / "bundles.json"
@@ -96,10 +105,18 @@ def measure(root: Path, planted: dict[str, str] | None, work: Path, partitions: 
     other = sorted(members)[-1]
     changed_ids = members[first][drop:] + members[other][:drop]
     changed = work / "bundles" / f"shard-{first}-changed"
-    summarize_shard((root, sorted(changed_ids), changed, count))
+    summarize_shard((root, sorted(changed_ids), changed, count, frozenset()))
     bundles[bundles.index(str(work / "bundles" / f"shard-{first}"))] = str(changed)
     listing.write_text(json.dumps(bundles))
     incremental, incremental_s = reduce_all("warm")
+
+    # Every shard changes: every hundredth document of each gets a word more.
+    edit_jobs = [
+        (root, members[s], work / "bundles" / f"shard-{s}-edited", count, frozenset(members[s][::100]))
+        for s in sorted(members)
+    ]
+    listing.write_text(json.dumps([folder for folder, _ in summarize_all(edit_jobs)]))
+    edited, edited_s = reduce_all("edited")
 
     recall = None
     if planted:
@@ -131,6 +148,9 @@ def measure(root: Path, planted: dict[str, str] | None, work: Path, partitions: 
         "incremental_reduce_peak_mb": max(r["peak_mb"] for r in incremental),
         "incremental_reduce_seconds": incremental_s,
         "incremental_reduce_task_seconds_sum": sum(r["seconds"] for r in incremental),
+        "edited_reduce_peak_mb": max(r["peak_mb"] for r in edited),
+        "edited_reduce_bytes_per_document": (max(r["peak_mb"] for r in edited) - baseline) * 2**20 / n,
+        "edited_reduce_seconds": edited_s,
         "bundle_bytes_per_document": sum(f.stat().st_size for f in (work / "bundles").rglob("*") if f.is_file()) / n,
         "state_bytes_per_document": sum(f.stat().st_size for f in (work / "state").rglob("*") if f.is_file()) / n,
         "stats": index["stats"],
@@ -191,7 +211,7 @@ def main() -> None:
                 if not planted_file.exists():
                     planted_file.write_text(json.dumps(generate(args.corpus, corpus, size, seed=size).duplicates_of))
                 planted = json.loads(planted_file.read_text())
-                for old in ("state", "bundles/" + "*-changed"):
+                for old in ("state", "bundles/*-changed", "bundles/*-edited"):
                     for path in work.glob(old):
                         shutil.rmtree(path)
                 points.append(measure(corpus, planted, work, args.partitions))
@@ -200,11 +220,13 @@ def main() -> None:
     table = markdown_table(
         ["documents", "shards / partitions", "summarize peak MB (per worker)", "reduce peak MB (max of partitions)",
          "reduce bytes/doc", "combine peak MB", "fixed MB (libraries)", "reduce task s (sum, max)",
-         "incremental reduce task s (sum; 1 shard changed)", "bundle + state bytes/doc", "planted recall"],
+         "incremental reduce task s (sum; 1 shard changed)", "every shard edited: reduce peak MB, bytes/doc",
+         "bundle + state bytes/doc", "planted recall"],
         [[p["documents"], f"{p['shards']} / {p['partitions']}", round(p["summarize_peak_mb"]), round(p["reduce_peak_mb"]),
           round(p["reduce_bytes_per_document"]), round(p["combine_peak_mb"]), round(p["baseline_mb"]),
           f"{p['reduce_task_seconds_sum']:.1f}, {p['reduce_task_seconds_max']:.1f}",
           round(p["incremental_reduce_task_seconds_sum"], 1),
+          f"{p['edited_reduce_peak_mb']:.0f}, {p['edited_reduce_bytes_per_document']:.0f}",
           round(p["bundle_bytes_per_document"] + p["state_bytes_per_document"]),
           "-" if p["planted_recall"] is None else f"{p['planted_recall']:.4f}"] for p in points],
     )
