@@ -335,13 +335,18 @@ def release_memory() -> None:
     heap. Without it a worker that reduced its partitions kept every signature it touched
     resident into the stages after: at 1,000,000 documents up to every shard's signatures,
     about 512 bytes per document, under the language models it loads next."""
-    if hasattr(mmap, "MADV_DONTNEED"):
-        for mapped, _ in _open_signatures().values():
-            mapped.madvise(mmap.MADV_DONTNEED)
+    release_signature_pages()
     pa.default_memory_pool().release_unused()
     trim = _malloc_trim()
     if trim is not None:
         trim(0)
+
+
+def release_signature_pages() -> None:
+    """Drop this thread's mapped signature pages from the process (not from the page cache)."""
+    if hasattr(mmap, "MADV_DONTNEED"):
+        for mapped, _ in _open_signatures().values():
+            mapped.madvise(mmap.MADV_DONTNEED)
 
 
 @cache
@@ -372,4 +377,4 @@ def read_signatures(folder: Path, rows: np.ndarray) -> np.ndarray:
     maps = _open_signatures()
     if str(folder) not in maps:
         maps[str(folder)] = _map_signatures(folder / SIGNATURES_FILE)
-    return np.array(maps[str(folder)][1][rows], dtype=np.uint32)
+    return maps[str(folder)][1][rows].astype(np.uint32, copy=False)

@@ -275,6 +275,26 @@ def test_a_reduce_gives_back_the_signature_pages_it_read(corpus: dict[str, str],
     assert len(dedupe_bands.read_signatures(folders[0], np.arange(len(corpus)))) == len(corpus)
 
 
+def test_signature_pages_are_given_back_as_soon_as_a_run_of_buckets_is_verified(
+    corpus: dict[str, str], tmp_path: Path
+) -> None:
+    """Within one partition, too: gathering the signatures of a run of buckets leaves none of
+    their pages resident, so a partition over a large corpus does not hold every shard's."""
+    step = Deduplicator()
+    folders = bundles(tmp_path, summaries(corpus), 1, 1, step)
+    docs = np.arange(len(corpus), dtype=np.uint64)  # shard 0: codes are the rows
+    gathered = dedupe_index._gather_signatures(step.options.num_perm, docs, folders)
+    assert gathered.shape == (len(corpus), step.options.num_perm)
+    assert resident_kb(folders[0] / dedupe_bands.SIGNATURES_FILE) == 0
+    assert np.array_equal(gathered, dedupe_bands.read_signatures(folders[0], np.arange(len(corpus))))
+
+
+def test_unique_by_sorting_equals_numpys() -> None:
+    rng = np.random.default_rng(7)
+    for values in (np.empty(0, np.uint64), rng.integers(0, 50, 1000, dtype=np.uint64), rng.integers(0, 2**63, 1000, dtype=np.uint64)):
+        assert np.array_equal(dedupe_index._unique(values), np.unique(values))
+
+
 def test_bundle_keeps_the_summaries_for_apply(corpus: dict[str, str], tmp_path: Path) -> None:
     step = Deduplicator()
     pairs = summaries(corpus)
